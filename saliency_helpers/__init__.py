@@ -1,0 +1,53 @@
+"""saliency_helpers: the thin helper library of the saliency-maps course.
+
+Use it as ``import saliency_helpers as sh``. Importing it changes no global
+state (no seeds, no thread counts, no plotting themes).
+"""
+
+from .attribution import (
+    BASELINES,
+    METHODS,
+    CompletenessWarning,
+    attribute,
+    completeness_error,
+    make_baseline,
+    resolve_target,
+)
+from .config import quick, scaled
+from .grading import check, check_true
+from .images import ImageError, course_photo, denormalize, load_image
+from .maps import clip_percentile, normalize, pool, reduce_channels, to_frame
+from .models import ModelBundle, ModelUnavailableError, load_model
+from .plots import chart_size_bytes, heatmaps, save_png, similarity_lines
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BASELINES",
+    "METHODS",
+    "CompletenessWarning",
+    "ImageError",
+    "ModelBundle",
+    "ModelUnavailableError",
+    "attribute",
+    "chart_size_bytes",
+    "check",
+    "check_true",
+    "clip_percentile",
+    "completeness_error",
+    "course_photo",
+    "denormalize",
+    "heatmaps",
+    "load_image",
+    "load_model",
+    "make_baseline",
+    "normalize",
+    "pool",
+    "quick",
+    "reduce_channels",
+    "resolve_target",
+    "save_png",
+    "scaled",
+    "similarity_lines",
+    "to_frame",
+]

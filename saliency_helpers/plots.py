@@ -1,0 +1,295 @@
+"""Altair charts for saliency maps: faceted heatmaps, overlays, similarity lines, PNG export.
+
+A 224x224 map drawn as one rectangle per pixel is 50,176 data rows; six of them serialise to
+about 36 MB of JSON, too much for a notebook. :func:`heatmaps` instead colour-maps each map
+with numpy, encodes it as a small PNG and embeds it in the chart as a ``data:`` URL drawn by
+``mark_image``: six maps stay well under 1 MB (see :func:`chart_size_bytes`). The colour
+legend is an ordinary Altair scale built from the same colour anchors, so it matches.
+
+Nothing here changes Altair's global settings.
+
+Example:
+    >>> chart = heatmaps({"gradient": attr[0], "IG": ig[0]}, photo=photo)
+    >>> save_png(chart, "figures/03_maps.png")
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import pathlib
+from collections.abc import Mapping
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import torch
+import vl_convert
+from PIL import Image
+
+from .maps import reduce_channels, to_2d
+
+__all__ = [
+    "DIVERGING",
+    "SEQUENTIAL",
+    "chart_size_bytes",
+    "heatmaps",
+    "save_png",
+    "similarity_lines",
+]
+
+# Vega's "redblue" scheme (ColorBrewer RdBu) reversed: negative blue, zero white-ish, positive red.
+DIVERGING = [
+    "#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7",
+    "#fddbc7", "#f4a582", "#d6604d", "#b2182b", "#67001f",
+]  # fmt: skip
+# Vega's "viridis" at nine evenly spaced points: dark (small) to yellow (large).
+SEQUENTIAL = [
+    "#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c",
+    "#28ae80", "#5ec962", "#addc30", "#fde725",
+]  # fmt: skip
+OVERLAY_MAX_ALPHA = 0.85  # the strongest pixels still let a little of the photo through
+
+
+def _lut(anchors: list[str], n: int = 256) -> np.ndarray:
+    """A colour map as a lookup table: ``n`` RGB rows, linear between evenly spaced anchors."""
+    rgb = np.array([[int(h[i : i + 2], 16) for i in (1, 3, 5)] for h in anchors], dtype=float)
+    stops = np.linspace(0, 1, len(anchors))
+    t = np.linspace(0, 1, n)
+    return np.stack([np.interp(t, stops, rgb[:, c]) for c in range(3)], axis=1).round()
+
+
+def _png_url(t: np.ndarray, anchors: list[str], alpha: np.ndarray | None = None) -> str:
+    """Encode ``t`` in [0, 1] as a palette PNG (one byte per pixel) and return a data URL."""
+    image = Image.fromarray(np.round(t * 255).astype(np.uint8), mode="P")
+    image.putpalette(_lut(anchors).astype(np.uint8).ravel().tolist())
+    extra = {} if alpha is None else {"transparency": bytes(alpha.astype(np.uint8))}
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True, **extra)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _photo_image(photo) -> Image.Image:
+    if isinstance(photo, Image.Image):
+        return photo.convert("RGB")
+    if not isinstance(photo, torch.Tensor | np.ndarray):
+        raise TypeError(f"photo must be a PIL image or a (3, H, W) tensor, got {type(photo)}")
+    t = to_2d(photo)
+    if t.dim() != 3 or t.shape[0] != 3:
+        raise ValueError(f"photo must be shaped (3, H, W) or (1, 3, H, W), got {tuple(t.shape)}")
+    if t.min() < -1e-3 or t.max() > 1 + 1e-3:
+        raise ValueError(
+            f"photo values lie in [{t.min():.2f}, {t.max():.2f}], not [0, 1]: "
+            "undo the model's normalisation first, e.g. sh.denormalize(x, bundle)"
+        )
+    array = (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def _jpeg_url(image: Image.Image) -> str:
+    # Photos compress far better as JPEG than as PNG; maps are PNG so every pixel is exact.
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=88)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _panel_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """Width and height in px of a panel whose longer side is ``size``, keeping the aspect."""
+    if w >= h:
+        return size, max(1, round(size * h / w))
+    return max(1, round(size * w / h)), size
+
+
+def _image(url: str, width: int, height: int, smooth: bool) -> alt.Chart:
+    # alt.value places the image's centre in pixels, so no x/y scales or axes are needed.
+    return (
+        alt.Chart(pd.DataFrame({"url": [url]}))
+        .mark_image(width=width, height=height, smooth=smooth)
+        .encode(url="url:N", x=alt.value(width / 2), y=alt.value(height / 2))
+        .properties(width=width, height=height)
+    )
+
+
+def _legend(lo: float, hi: float, anchors: list[str], title: str, width: int) -> alt.Chart:
+    """A colour bar: rects along x, coloured by the same anchors as the images."""
+    edges = np.linspace(lo, hi, 129)
+    bar = pd.DataFrame({"v0": edges[:-1], "v1": edges[1:], "v": (edges[:-1] + edges[1:]) / 2})
+    # One domain stop per anchor plus RGB interpolation reproduces the images' lookup table.
+    scale = alt.Scale(
+        domain=np.linspace(lo, hi, len(anchors)).tolist(), range=anchors, interpolate="rgb"
+    )
+    return (
+        alt.Chart(bar)
+        .mark_rect()
+        .encode(
+            x=alt.X("v0:Q", title=title, scale=alt.Scale(domain=[lo, hi], nice=False)),
+            x2="v1:Q",
+            color=alt.Color("v:Q", scale=scale, legend=None),
+            stroke=alt.Stroke("v:Q", scale=scale, legend=None),  # hides seams between rects
+        )
+        .properties(width=width, height=12)
+    )
+
+
+def heatmaps(
+    maps: Mapping[str, object],
+    *,
+    photo=None,
+    reduce: str = "sum",
+    signed: bool | None = None,
+    shared_scale: bool = True,
+    clip: float | None = 99.0,
+    overlay: bool = False,
+    columns: int = 4,
+    size: int = 180,
+    title: str | None = None,
+) -> alt.VConcatChart:
+    """Draw several saliency maps side by side, each as an image, with one matching colour bar.
+
+    Args:
+        maps: Mapping ``label -> map``; each map ``(1, C, H, W)``, ``(C, H, W)`` or ``(H, W)``.
+            Channel maps are reduced with ``reduce`` (see ``maps.reduce_channels``).
+        photo: Optional PIL image or ``(3, H, W)`` tensor in [0, 1], shown as the first panel.
+        reduce: ``"sum"`` (signed), ``"abs_mean"`` or ``"abs_max"``.
+        signed: Diverging colours centred at 0 (``True``) or a sequential ramp for magnitudes
+            (``False``); ``None`` picks diverging when any map has a negative value.
+        shared_scale: ``True``: one colour range for all panels, so panels compare in value.
+            ``False``: each panel is scaled to its own range and the bar reads
+            "normalised per panel" (-1..1 or 0..1).
+        clip: Percentile of ``|map|`` at which colours saturate (``None`` = the maximum).
+        overlay: Draw each map translucent over ``photo`` (opacity grows with ``|value|``).
+            The photo should be the model input, e.g. ``sh.denormalize(x, bundle)[0]``.
+        columns: Panels per row.
+        size: Length in px of each panel's longer side.
+        title: Optional chart title.
+
+    Returns:
+        An Altair chart (panels above a colour bar); ``chart_size_bytes(chart)`` gives its size.
+
+    Example:
+        >>> heatmaps({"gradient": grads[0], "IG": ig[0]}, photo=sh.denormalize(x, bundle)[0])
+    """
+    if not maps:
+        raise ValueError("maps is empty: pass a mapping such as {'gradient': attributions[0]}")
+    if overlay and photo is None:
+        raise ValueError("overlay=True needs a photo=... to draw the maps on")
+    arrays = {label: reduce_channels(to_2d(m), how=reduce).numpy() for label, m in maps.items()}
+    if signed is None:
+        signed = any(a.min() < 0 for a in arrays.values())
+    anchors = DIVERGING if signed else SEQUENTIAL
+
+    def top(values: np.ndarray) -> float:
+        mag = np.abs(values)
+        value = np.percentile(mag, clip) if clip is not None else mag.max()
+        return float(value) if value > 0 else 1.0  # an all-zero map: any positive top will do
+
+    shared_top = top(np.concatenate([a.ravel() for a in arrays.values()]))
+    panels = []
+    photo_image = None if photo is None else _photo_image(photo)
+    if photo_image is not None:
+        pw, ph = _panel_size(photo_image.height, photo_image.width, size)
+        shown = photo_image.copy()
+        shown.thumbnail((2 * size, 2 * size))  # a 12-megapixel photo would blow the budget
+        panels.append(_image(_jpeg_url(shown), pw, ph, smooth=True).properties(title="photo"))
+
+    # Overlay opacity grows with distance from "no attribution" (0, the ramp's centre if signed).
+    ramp = np.abs(np.linspace(-1, 1, 256)) if signed else np.linspace(0, 1, 256)
+    alpha = np.round(255 * OVERLAY_MAX_ALPHA * ramp)
+    for label, a in arrays.items():
+        hi = shared_top if shared_scale else top(a)
+        lo = -hi if signed else 0.0
+        t = np.clip((a - lo) / (hi - lo), 0, 1)
+        pw, ph = _panel_size(*a.shape, size)
+        if not overlay:
+            panel = _image(_png_url(t, anchors), pw, ph, smooth=False)
+        elif abs(photo_image.width / photo_image.height - a.shape[1] / a.shape[0]) > 0.02:
+            raise ValueError(
+                f"photo is {photo_image.width}x{photo_image.height} but map {label!r} is "
+                f"{a.shape[1]}x{a.shape[0]}: overlay the model input, sh.denormalize(x, bundle)[0]"
+            )
+        else:
+            under = _image(_jpeg_url(photo_image.resize((pw, ph))), pw, ph, smooth=True)
+            panel = alt.layer(under, _image(_png_url(t, anchors, alpha), pw, ph, smooth=False))
+        panels.append(panel.properties(title=label))
+
+    if shared_scale:
+        lo, hi = (-shared_top if signed else 0.0), shared_top
+        what = "attribution" + (f" (clipped at percentile {clip:g} of |value|)" if clip else "")
+    else:
+        lo, hi = (-1.0 if signed else 0.0), 1.0
+        what = "normalised per panel"
+    legend = _legend(lo, hi, anchors, what, width=min(size * min(columns, len(panels)), 360))
+    chart = alt.vconcat(alt.concat(*panels, columns=columns), legend, center=True)
+    return chart.properties(title=title) if title else chart
+
+
+def similarity_lines(
+    df: pd.DataFrame,
+    x: str = "stage",
+    y: str = "value",
+    color: str = "method",
+    facet: str | None = "metric",
+    title: str | None = None,
+) -> alt.Chart | alt.FacetChart:
+    """Lines with points, e.g. similarity to the original map vs. randomization depth.
+
+    Args:
+        df: Tidy frame, e.g. columns ``method, stage, metric, value``; the x axis keeps the
+            order in which ``df[x]``'s values first appear (the cascade's order).
+        x, y, color: Column names for the axis categories, the values and the line colour.
+        facet: Column to split into panels, or ``None`` for a single panel.
+        title: Optional chart title.
+
+    Returns:
+        An Altair chart (faceted when ``facet`` is given).
+
+    Example:
+        >>> similarity_lines(cascade_frame, title="Similarity to the original map")
+    """
+    wanted = [x, y, color] + ([facet] if facet else [])
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise ValueError(f"df has no column(s) {missing}; its columns are {list(df.columns)}")
+    order = list(pd.unique(df[x]))
+    chart = (
+        alt.Chart(df)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X(f"{x}:N", sort=order, axis=alt.Axis(labelAngle=-45)),
+            y=alt.Y(f"{y}:Q"),
+            color=alt.Color(f"{color}:N"),
+            tooltip=wanted,
+        )
+        .properties(width=260, height=180)
+    )
+    if facet:
+        chart = chart.facet(facet=alt.Facet(f"{facet}:N"), columns=3)
+    return chart.properties(title=title) if title else chart
+
+
+def chart_size_bytes(chart: alt.TopLevelMixin) -> int:
+    """Size in bytes of the chart's JSON, i.e. what a notebook stores for it."""
+    return len(chart.to_json().encode("utf-8"))
+
+
+def save_png(chart: alt.TopLevelMixin, path, scale: float = 2) -> pathlib.Path:
+    """Render a chart to a PNG file offline with vl-convert (no browser); returns the path.
+
+    Args:
+        chart: Any Altair chart.
+        path: Output file; missing parent folders are created.
+        scale: Pixel density, 2 gives sharp figures for slides.
+
+    Returns:
+        The path written, as a ``pathlib.Path``.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Render with the Vega-Lite version Altair wrote the spec for, when vl-convert has it.
+    version = "_".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+    known = {v.replace(".", "_") for v in vl_convert.get_vegalite_versions()}
+    png = vl_convert.vegalite_to_png(
+        chart.to_json(), vl_version=version if version in known else None, scale=scale
+    )
+    path.write_bytes(png)
+    return path

@@ -1,0 +1,26 @@
+"""Shared fixtures. The whole suite runs offline: pyproject's addopts pass
+``--allow-hosts=127.0.0.1,::1,localhost`` to pytest-socket, so any connection
+beyond this machine fails (test_project.py proves it)."""
+
+from __future__ import annotations
+
+import pytest
+
+import saliency_helpers as sh
+
+
+@pytest.fixture(scope="session")
+def lite():
+    """The offline EfficientNet-Lite0 bundle (loaded once per test session)."""
+    return sh.load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def corella(lite):
+    """The corella photo, preprocessed for EfficientNet-Lite0: (1, 3, 224, 224)."""
+    return lite.preprocess(sh.course_photo("corella"))
+
+
+@pytest.fixture(scope="session")
+def cockatoo(lite):
+    return lite.preprocess(sh.course_photo("cockatoo"))

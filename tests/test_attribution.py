@@ -1,0 +1,245 @@
+"""attribute(): known answers on models small enough to compute by hand, the course's
+completeness numbers on the real model, and no side effects on the caller's model."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from checks import assert_same_state, hooks_left, model_state
+from torch import nn
+
+import saliency_helpers as sh
+from saliency_helpers.models import GuidedReLU6
+
+ALL_METHODS = sorted(sh.METHODS)
+QUICK = {
+    "integrated_gradients": {"n_steps": 8},
+    "smoothgrad": {"nt_samples": 4},
+    "smoothgrad_sq": {"nt_samples": 4},
+    "vargrad": {"nt_samples": 4},
+}
+
+
+@pytest.fixture
+def linear():
+    torch.manual_seed(0)
+    net = nn.Linear(6, 3)
+    return net
+
+
+def test_linear_model_known_answers(linear):
+    x = torch.randn(4, 6)
+    w = linear.weight[1].detach()
+    grad = sh.attribute("gradient", linear, x, target=1)
+    ixg = sh.attribute("input_x_gradient", linear, x, target=1)
+    ig = sh.attribute("integrated_gradients", linear, x, target=1, baselines="zero")
+    assert torch.allclose(grad, w.expand_as(x))
+    assert torch.allclose(ixg, x * w, atol=1e-6)
+    assert torch.allclose(ig, x * w, atol=1e-5)  # IG with a zero baseline is x·w ...
+    assert not torch.allclose(ig, grad)  # ... and not the gradient w
+
+
+def test_input_x_gradient_is_zero_where_the_input_is_zero(lite, corella):
+    x = corella.clone()
+    x[..., 100:140, 100:140] = 0.0
+    a = sh.attribute("input_x_gradient", lite, x)
+    assert a[..., 100:140, 100:140].abs().max() == 0
+    assert a.abs().sum() > 0
+
+
+def test_smoothgrad_without_noise_is_the_gradient(lite, corella):
+    grad = sh.attribute("gradient", lite, corella)
+    smooth = sh.attribute("smoothgrad", lite, corella, noise=0.0, nt_samples=3)
+    assert torch.allclose(grad, smooth, atol=1e-6)
+
+
+def test_gradient_equals_autograd(lite, corella):
+    x = corella.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(lite.model(x)[0, 89], x)
+    assert torch.allclose(sh.attribute("gradient", lite, corella, target=89), g, atol=1e-6)
+
+
+class TinyConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_grad_cam_equals_the_formula_by_hand():
+    net = TinyConvNet().eval()
+    x = torch.randn(2, 2, 5, 5)
+    a = net.act(net.conv(x))  # activations A^k, (N, K, h, w)
+    # d y_c / d A^k_ij = w_ck / (h·w): the pooled gradient alpha_k = w_ck / (h·w)
+    alpha = net.fc.weight[2].detach() / 25.0
+    expected = F.relu((alpha.view(1, -1, 1, 1) * a).sum(dim=1, keepdim=True))
+    got = sh.attribute("grad_cam", net, x, target=2, layer=net.act)
+    assert got.shape == x.shape
+    assert torch.allclose(got[:, :1], expected, atol=1e-6)
+    assert torch.equal(got[:, 0], got[:, 1])  # one map, repeated over channels
+    assert torch.allclose(sh.attribute("grad_cam", net, x, target=2, layer="act"), got)
+
+
+def _guided_by_hand(net: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
+    """Guided Backprop written out: at every rectifier, pass on only positive gradients
+    where the forward input was in the linear range."""
+
+    class Guided(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, inp, upper):
+            ctx.save_for_backward(inp)
+            ctx.upper = upper
+            return inp.clamp(0, upper)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (inp,) = ctx.saved_tensors
+            return grad.clamp_min(0) * ((inp > 0) & (inp < ctx.upper)), None
+
+    originals = {}
+    for name, m in net.named_modules():
+        if isinstance(m, (nn.ReLU, GuidedReLU6)):
+            originals[name] = m.forward
+            upper = 6.0 if isinstance(m, GuidedReLU6) else float("inf")
+            m.forward = lambda inp, upper=upper: Guided.apply(inp, upper)
+    try:
+        x = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(net(x)[:, target].sum(), x)
+    finally:
+        for name in originals:
+            del net.get_submodule(name).forward
+    return g
+
+
+class TinyReLU6Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv1, self.act1 = nn.Conv2d(3, 8, 3, padding=1), GuidedReLU6()
+        self.conv2, self.act2 = nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.act2(self.conv2(self.act1(self.conv1(x) * 4))).mean(dim=(2, 3)))
+
+
+def test_guided_backprop_handles_relu6_and_matches_the_rule():
+    net = TinyReLU6Net().eval()
+    x = torch.randn(2, 3, 8, 8)
+    got = sh.attribute("guided_backprop", net, x, target=1)
+    assert torch.allclose(got, _guided_by_hand(net, x, 1), atol=1e-6)
+    assert not torch.allclose(got, sh.attribute("gradient", net, x, target=1))
+
+
+def test_guided_backprop_on_lite_is_not_the_gradient(lite, corella):
+    gb = sh.attribute("guided_backprop", lite, corella)
+    grad = sh.attribute("gradient", lite, corella)
+    assert not torch.allclose(gb, grad, atol=1e-4)
+    assert torch.allclose(gb, _guided_by_hand(lite.model, corella, 89), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_every_method_returns_input_shape_and_leaves_no_trace(lite, corella, method):
+    before = model_state(lite.model)
+    x = corella.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = sh.attribute(method, lite, x, **QUICK.get(method, {}))
+    assert a.shape == x.shape and not a.requires_grad
+    assert torch.isfinite(a).all() and a.abs().sum() > 0
+    assert torch.equal(x, corella) and not x.requires_grad
+    assert hooks_left(lite.model) == []
+    assert_same_state(before, lite.model)
+
+
+def test_bare_module_in_training_mode_is_left_in_training_mode():
+    net = TinyConvNet().train()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    before = model_state(net)
+    sh.attribute("integrated_gradients", net, torch.randn(1, 2, 5, 5), target=0, n_steps=4)
+    sh.attribute("grad_cam", net, torch.randn(1, 2, 5, 5), target=0, layer="act")
+    assert net.training
+    assert_same_state(before, net)
+
+
+def test_targets_by_default_name_list_and_errors(lite, corella):
+    x = torch.cat([corella, corella])
+    default = sh.attribute("gradient", lite, x)
+    assert torch.allclose(default, sh.attribute("gradient", lite, x, target=89))
+    assert torch.allclose(
+        default, sh.attribute("gradient", lite, x, target="sulphur-crested cockatoo")
+    )
+    mixed = sh.attribute("gradient", lite, x, target=[89, 21])
+    assert torch.allclose(mixed[0], default[0]) and not torch.allclose(mixed[1], default[1])
+    with pytest.raises(ValueError, match="out of range.*1000 classes"):
+        sh.attribute("gradient", lite, corella, target=1000)
+    with pytest.raises(ValueError, match="2 targets for 1 inputs"):
+        sh.attribute("gradient", lite, corella, target=[1, 2])
+    with pytest.raises(ValueError, match="not an ImageNet class"):
+        sh.attribute("gradient", lite, corella, target="corella")
+    with pytest.raises(ValueError, match="Unknown method"):
+        sh.attribute("saliency", lite, corella)
+    with pytest.raises(ValueError, match="unsqueeze"):
+        sh.attribute("gradient", lite, corella[0])
+    with pytest.raises(TypeError, match="preprocess"):
+        sh.attribute("gradient", lite, "corella.jpg")
+    with pytest.raises(ValueError, match="no layer named"):
+        sh.attribute("grad_cam", lite, corella, layer="layer4")
+
+
+@pytest.mark.parametrize("photo", ["corella", "cockatoo"])
+@pytest.mark.parametrize("baseline", ["zero", "black"])
+def test_ig_completeness_below_5_percent_at_defaults(lite, photo, baseline):
+    x = lite.preprocess(sh.course_photo(photo))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sh.CompletenessWarning)
+        a, error = sh.attribute(
+            "integrated_gradients", lite, x, baselines=baseline, return_error=True
+        )
+    print(
+        f"{photo} {baseline}: completeness error {error:.2%} at n_steps={sh.attribution.IG_STEPS}"
+    )
+    assert error < 0.05
+    assert error == pytest.approx(sh.completeness_error(lite, x, a, 89, baseline))
+
+
+def test_ig_warns_when_steps_are_too_few(lite, corella):
+    with pytest.warns(sh.CompletenessWarning, match="increase n_steps"):
+        sh.attribute("integrated_gradients", lite, corella, n_steps=32)
+
+
+def test_named_baselines(lite, corella):
+    black = sh.make_baseline("black", corella, lite)
+    assert torch.allclose(sh.denormalize(black, lite), torch.zeros_like(black))
+    assert torch.allclose(black, torch.full_like(black, -1.0))  # [-1, 1] inputs
+    for name in sh.BASELINES:
+        b = sh.make_baseline(name, corella, lite)
+        assert b.shape == corella.shape and torch.isfinite(b).all()
+    assert torch.equal(
+        sh.make_baseline("noise", corella, lite), sh.make_baseline("noise", corella, lite)
+    )
+    with pytest.raises(ValueError, match="needs the model's normalisation"):
+        sh.make_baseline("black", corella)
+    with pytest.raises(ValueError, match="one of"):
+        sh.make_baseline("grey", corella, lite)
+
+
+def test_smoothgrad_is_seeded_and_keeps_the_global_rng(lite, corella):
+    state = torch.random.get_rng_state()
+    a = sh.attribute("smoothgrad", lite, corella, nt_samples=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    b = sh.attribute("smoothgrad", lite, corella, nt_samples=4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, sh.attribute("smoothgrad", lite, corella, nt_samples=4, seed=1))
+    assert (sh.attribute("smoothgrad_sq", lite, corella, nt_samples=4) >= 0).all()
+    with pytest.raises(ValueError, match="fraction of the input range"):
+        sh.attribute("smoothgrad", lite, corella, noise=-1)
