@@ -1,0 +1,97 @@
+"""Notebook-level checks beyond nbval: generated exercises fail only where a student must
+write code, and the output budgets that conftest.py adds to nbval really fail a notebook."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+EXERCISES = sorted((ROOT / "exercises").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _exercise_tag(cell) -> str | None:
+    tags = [t for t in cell.metadata.get("tags", []) if t.startswith("exercise:")]
+    return tags[0] if tags else None
+
+
+def test_every_lecture_has_its_solution_and_exercise():
+    lectures = {p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    assert lectures == {p.name for p in (ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")}
+    assert lectures == {p.name for p in EXERCISES}
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=[p.stem for p in EXERCISES])
+def test_untouched_exercise_fails_only_with_not_implemented(path):
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(
+        nb,
+        timeout=600,
+        allow_errors=True,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
+    stubbed = set()
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        tag = _exercise_tag(cell)
+        if "raise NotImplementedError" in cell.source:
+            assert errors and errors[0].ename == "NotImplementedError", (
+                f"{path.name} cell {i}: the stub did not raise NotImplementedError"
+            )
+            stubbed.add(tag)
+        elif errors:
+            assert tag is not None, (
+                f"{path.name} cell {i} ({cell.source[:60]!r}) fails outside any exercise: "
+                f"{errors[0].ename}: {errors[0].evalue}"
+            )
+            assert "check" in cell.metadata.get("tags", []) or tag in stubbed, (
+                f"{path.name} cell {i}: {errors[0].ename} in a cell that is neither a stub "
+                "nor a self-check"
+            )
+            assert errors[0].ename in {
+                "AssertionError",
+                "NameError",
+                "NotImplementedError",
+                "TypeError",
+                "AttributeError",
+            }, errors[0].ename
+    assert stubbed, f"{path.name} has no stubbed exercise: it would pass untouched"
+
+
+def test_output_budget_fails_a_notebook_that_prints_too_much():
+    folder = ROOT / "build" / "budget-test"
+    folder.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [nbformat.v4.new_code_cell("print('x' * 5000)"), nbformat.v4.new_code_cell("1 + 1")]
+    path = folder / "toy.ipynb"
+    nbformat.write(nb, path)
+
+    def run(budget: int) -> subprocess.CompletedProcess:
+        env = {**os.environ, "SALIENCY_CELL_BUDGET": str(budget)}
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", str(path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    over = run(2_000)
+    assert over.returncode == 1 and "Output budget exceeded: cell 0" in over.stdout, over.stdout
+    within = run(100_000)
+    assert within.returncode == 0, within.stdout
