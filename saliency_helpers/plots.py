@@ -220,6 +220,9 @@ def heatmaps(
         what = "normalised per panel"
     legend = _legend(lo, hi, anchors, what, width=min(size * min(columns, len(panels)), 360))
     chart = alt.vconcat(alt.concat(*panels, columns=columns), legend, center=True)
+    # Keep this chart's colour bar its own when students put two heatmaps side by side
+    # (alt.hconcat would otherwise merge the two bars' scales into one wrong one).
+    chart = chart.resolve_scale(color="independent", stroke="independent", x="independent")
     return chart.properties(title=title) if title else chart
 
 
