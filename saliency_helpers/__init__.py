@@ -19,17 +19,21 @@ from .images import ImageError, course_photo, denormalize, load_image
 from .maps import clip_percentile, normalize, pool, reduce_channels, to_frame
 from .models import ModelBundle, ModelUnavailableError, load_model
 from .plots import chart_size_bytes, heatmaps, save_png, similarity_lines
+from .sanity import CascadeResult, cascade, cascade_grid, randomized_models, similarity_chart
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BASELINES",
+    "CascadeResult",
     "METHODS",
     "CompletenessWarning",
     "ImageError",
     "ModelBundle",
     "ModelUnavailableError",
     "attribute",
+    "cascade",
+    "cascade_grid",
     "chart_size_bytes",
     "check",
     "check_true",
@@ -44,10 +48,12 @@ __all__ = [
     "normalize",
     "pool",
     "quick",
+    "randomized_models",
     "reduce_channels",
     "resolve_target",
     "save_png",
     "scaled",
+    "similarity_chart",
     "similarity_lines",
     "to_frame",
 ]
