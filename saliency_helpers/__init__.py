@@ -4,6 +4,7 @@ Use it as ``import saliency_helpers as sh``. Importing it changes no global
 state (no seeds, no thread counts, no plotting themes).
 """
 
+from . import comparison, data, training
 from .attribution import (
     BASELINES,
     METHODS,
@@ -13,10 +14,11 @@ from .attribution import (
     make_baseline,
     resolve_target,
 )
+from .comparison import compare_explanations, summarize
 from .config import quick, scaled
 from .grading import check, check_true
 from .images import ImageError, course_photo, denormalize, load_image
-from .maps import clip_percentile, normalize, pool, reduce_channels, to_frame
+from .maps import clip_percentile, normalize, pool, reduce_channels, spearman, to_frame
 from .models import ModelBundle, ModelUnavailableError, load_model
 from .plots import chart_size_bytes, heatmaps, save_png, similarity_lines
 from .sanity import CascadeResult, cascade, cascade_grid, randomized_models, similarity_chart
@@ -35,6 +37,9 @@ __all__ = [
     "cascade",
     "cascade_grid",
     "chart_size_bytes",
+    "compare_explanations",
+    "comparison",
+    "data",
     "check",
     "check_true",
     "clip_percentile",
@@ -55,5 +60,8 @@ __all__ = [
     "scaled",
     "similarity_chart",
     "similarity_lines",
+    "spearman",
+    "summarize",
     "to_frame",
+    "training",
 ]

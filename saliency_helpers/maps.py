@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 
 __all__ = [
+    "spearman",
     "REDUCTIONS",
     "clip_percentile",
     "is_signed",
@@ -234,3 +236,26 @@ def to_frame(
     if not frames:
         raise ValueError("maps is empty: pass a mapping such as {'gradient': attributions[0]}")
     return pd.concat(frames, ignore_index=True)
+
+
+def spearman(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """Spearman's rank correlation of two maps of the same size; NaN if one is constant.
+
+    Args:
+        a, b: maps of the same number of elements, e.g. ``(H, W)``; flattened.
+
+    Returns:
+        ``scipy.stats.spearmanr(a, b).statistic`` as a float in ``[-1, 1]``, or ``nan``
+        when either map is constant (a rank correlation is undefined then).
+
+    Example:
+        >>> spearman(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 20.0, 25.0]))
+        1.0
+    """
+    a_np = np.asarray(a.detach().double() if isinstance(a, torch.Tensor) else a).ravel()
+    b_np = np.asarray(b.detach().double() if isinstance(b, torch.Tensor) else b).ravel()
+    if a_np.shape != b_np.shape:
+        raise ValueError(f"maps differ in size: {a_np.size} vs {b_np.size} values.")
+    if np.ptp(a_np) == 0 or np.ptp(b_np) == 0:
+        return float("nan")
+    return float(spearmanr(a_np, b_np).statistic)

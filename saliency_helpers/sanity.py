@@ -42,14 +42,13 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 from skimage.filters import sobel
 from skimage.metrics import structural_similarity
 from torch import nn
 
 from .attribution import CompletenessWarning, attribute, resolve_target
 from .images import denormalize
-from .maps import clip_percentile, normalize, pool, reduce_channels
+from .maps import clip_percentile, normalize, pool, reduce_channels, spearman
 from .plots import heatmaps, similarity_lines
 
 __all__ = [
@@ -237,13 +236,12 @@ def randomized_models(
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rho; 0.0 (no shared ranking) when one map is constant, 1.0 if both equal."""
-    a, b = a.ravel(), b.ravel()
+    """Spearman's rho; for the cascade, 1.0 if both maps are equal and 0.0 (no shared
+    ranking) when a randomized model's map is constant (``maps.spearman`` says NaN there)."""
     if np.array_equal(a, b):
         return 1.0
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0
-    return float(spearmanr(a, b).statistic)
+    rho = spearman(a, b)
+    return 0.0 if np.isnan(rho) else rho
 
 
 def _unit_abs(m: torch.Tensor) -> np.ndarray:
