@@ -117,6 +117,7 @@ def attribute(
     method: str,
     model: Any,
     inputs: torch.Tensor,
+    /,
     target: int | str | list[int] | torch.Tensor | None = None,
     *,
     return_error: bool = False,
@@ -139,7 +140,9 @@ def attribute(
         **kwargs: Captum's own arguments, by Captum's names:
             integrated_gradients: ``baselines`` (tensor, number, or one of
             :data:`BASELINES`; default ``"zero"``), ``n_steps`` (default 128),
-            ``method`` (``"gausslegendre"``), ``internal_batch_size`` (16).
+            ``method`` (Captum's integration rule: ``"gausslegendre"``, or
+            ``"riemann_left"`` / ``"riemann_right"`` / ``"riemann_middle"`` /
+            ``"riemann_trapezoid"``), ``internal_batch_size`` (16).
             smoothgrad / smoothgrad_sq / vargrad: ``noise`` (σ as a fraction of
             the input's value range, default 0.15), ``nt_samples`` (50),
             ``nt_samples_batch_size`` (16), ``base`` (the method under the noise,

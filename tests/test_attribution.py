@@ -243,3 +243,12 @@ def test_smoothgrad_is_seeded_and_keeps_the_global_rng(lite, corella):
     assert (sh.attribute("smoothgrad_sq", lite, corella, nt_samples=4) >= 0).all()
     with pytest.raises(ValueError, match="fraction of the input range"):
         sh.attribute("smoothgrad", lite, corella, noise=-1)
+
+
+def test_ig_accepts_captums_method_keyword(linear):
+    """`method` names both the attribution method and Captum's integration rule."""
+    x = torch.randn(2, 6)
+    ig = sh.attribute(
+        "integrated_gradients", linear, x, target=0, method="riemann_middle", n_steps=4
+    )
+    assert torch.allclose(ig, x * linear.weight[0].detach(), atol=1e-5)
