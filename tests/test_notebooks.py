@@ -37,34 +37,29 @@ def test_untouched_exercise_fails_only_with_not_implemented(path):
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     ).execute()
-    stubbed = set()
+    first_error: dict[str, str] = {}  # exercise -> the first error it raised
+    stubbed: set[str] = set()
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
         errors = [o for o in cell.outputs if o.output_type == "error"]
         tag = _exercise_tag(cell)
         if "raise NotImplementedError" in cell.source:
-            assert errors and errors[0].ename == "NotImplementedError", (
-                f"{path.name} cell {i}: the stub did not raise NotImplementedError"
-            )
             stubbed.add(tag)
-        elif errors:
+        if errors:
             assert tag is not None, (
                 f"{path.name} cell {i} ({cell.source[:60]!r}) fails outside any exercise: "
                 f"{errors[0].ename}: {errors[0].evalue}"
             )
-            assert "check" in cell.metadata.get("tags", []) or tag in stubbed, (
-                f"{path.name} cell {i}: {errors[0].ename} in a cell that is neither a stub "
-                "nor a self-check"
-            )
-            assert errors[0].ename in {
-                "AssertionError",
-                "NameError",
-                "NotImplementedError",
-                "TypeError",
-                "AttributeError",
-            }, errors[0].ename
+            first_error.setdefault(tag, errors[0].ename)
     assert stubbed, f"{path.name} has no stubbed exercise: it would pass untouched"
+    # A stub may sit inside a function that a later cell calls: what matters is that each
+    # stubbed exercise fails, and fails first with NotImplementedError, not with a bug of ours.
+    for tag in stubbed:
+        assert first_error.get(tag) == "NotImplementedError", (
+            f"{path.name} {tag}: first error {first_error.get(tag)!r}, not NotImplementedError"
+        )
+    assert set(first_error) <= stubbed, f"{path.name}: errors in exercises without a stub"
 
 
 def test_output_budget_fails_a_notebook_that_prints_too_much():
