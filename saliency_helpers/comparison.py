@@ -27,7 +27,6 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -60,12 +59,6 @@ METRICS = ("spearman_signed", "spearman_abs")
 #: Images per forward pass inside IG and SmoothGrad: far more than attribute()'s ImageNet
 #: default of 16, because 28x28 digits are tiny (about 0.1 MB of activations each).
 _SMALL_IMAGE_BATCH = 1024
-
-
-def _numpy(m: Any) -> np.ndarray:
-    if isinstance(m, torch.Tensor):
-        return m.detach().double().cpu().numpy()
-    return np.asarray(m, dtype=np.float64)
 
 
 def explain(

@@ -48,7 +48,7 @@ from torch import nn
 
 from .attribution import CompletenessWarning, attribute, resolve_target
 from .images import denormalize
-from .maps import clip_percentile, normalize, pool, reduce_channels, spearman
+from .maps import clip_percentile, normalize, pool, reduce_channels, spearman, to_2d
 from .plots import heatmaps, similarity_lines
 
 __all__ = [
@@ -268,7 +268,7 @@ def similarity(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
         >>> similarity(grad[0], grad[0])["spearman_abs"]
         1.0
     """
-    a, b = _squeeze(a), _squeeze(b)
+    a, b = to_2d(a), to_2d(b)
     if a.shape[-2:] != b.shape[-2:]:
         raise ValueError(f"maps differ in size: {tuple(a.shape)} vs {tuple(b.shape)}.")
     signed_a, signed_b = reduce_channels(a, "sum"), reduce_channels(b, "sum")
@@ -279,17 +279,6 @@ def similarity(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
         "spearman_abs": _spearman(abs_a.numpy(), abs_b.numpy()),
         "ssim": float(structural_similarity(_unit_abs(abs_a), _unit_abs(abs_b), data_range=1.0)),
     }
-
-
-def _squeeze(m: Any) -> torch.Tensor:
-    t = m.detach().float().cpu() if isinstance(m, torch.Tensor) else torch.as_tensor(m).float()
-    if t.dim() == 4:
-        if t.shape[0] != 1:
-            raise ValueError(f"expected one map, got a batch of {t.shape[0]}: pass m[i].")
-        t = t[0]
-    if t.dim() not in (2, 3):
-        raise ValueError(f"a map must be (1, C, H, W), (C, H, W) or (H, W), got {tuple(t.shape)}.")
-    return t
 
 
 def edge_map(inputs: torch.Tensor, model: Any) -> torch.Tensor:
