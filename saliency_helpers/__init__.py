@@ -4,7 +4,7 @@ Use it as ``import saliency_helpers as sh``. Importing it changes no global
 state (no seeds, no thread counts, no plotting themes).
 """
 
-from . import comparison, data, training
+from . import comparison, data, summary, training, widgets
 from .attribution import (
     BASELINES,
     METHODS,
@@ -16,6 +16,7 @@ from .attribution import (
 )
 from .comparison import compare_explanations, summarize
 from .config import quick, scaled
+from .display import offline_charts
 from .grading import check, check_true
 from .images import ImageError, course_photo, denormalize, load_image
 from .maps import clip_percentile, normalize, pool, reduce_channels, spearman, to_frame
@@ -51,6 +52,7 @@ __all__ = [
     "load_model",
     "make_baseline",
     "normalize",
+    "offline_charts",
     "pool",
     "quick",
     "randomized_models",
@@ -62,6 +64,8 @@ __all__ = [
     "similarity_lines",
     "spearman",
     "summarize",
+    "summary",
     "to_frame",
     "training",
+    "widgets",
 ]

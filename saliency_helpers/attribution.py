@@ -26,13 +26,39 @@ from captum.attr import (
 )
 from torch import nn
 
+from .perf import ChannelsLast, channels_last_weights, images_per_batch, uses_convolutions
+
 #: IG's default number of steps: the smallest that keeps the completeness error
 #: below the IG paper's 5% on both course photos, zero and black baselines
 #: (Gauss-Legendre rule; see tests/test_attribution.py and notebook 03).
 IG_STEPS = 128
-#: How many interpolated images (or noisy samples) go through the network at once:
-#: bounds memory (~0.3 GB for ResNet18 at 224 px) at close to full speed.
-BATCH = 16
+#: The most images (interpolation steps or noisy samples, all inputs together) that
+#: Integrated Gradients and SmoothGrad push through the network at once. For ImageNet-
+#: sized images :data:`MEMORY_BUDGET` binds first; this caps it for small inputs.
+BATCH = 64
+#: Bytes that the activations kept for the backward pass may take; the batch is the
+#: largest that fits. Measured (benchmarks/): ResNet18 keeps 21 MB per 224-px image, so
+#: 8 images at once (~0.4 GB of extra RAM in all, and already the fastest per image on
+#: 2 cores); EfficientNet-Lite0 keeps 78 MB, so 2 (~0.25 GB). One call of any method
+#: thereby stays below 0.5 GB, whatever n_steps or nt_samples.
+MEMORY_BUDGET = 170 * 2**20
+#: Run the many-pass methods (Integrated Gradients, the SmoothGrad family) of a CNN
+#: on channels-last inputs, unless its weights are stored channels-last already: the
+#: same function, computed with fewer memory reorders (see ``perf.ChannelsLast`` and
+#: benchmarks/). Float sums are added in another order than in a channels-first loop,
+#: so results differ from one at float32 rounding level (a unit within ~1e-6 of a ReLU
+#: kink can switch side); set to False to match such a loop bit for bit.
+CHANNELS_LAST = True
+#: The six methods the course teaches, in teaching order (Guided Backprop last: the
+#: negative control of the sanity checks).
+COURSE_METHODS = (
+    "gradient",
+    "input_x_gradient",
+    "integrated_gradients",
+    "smoothgrad",
+    "grad_cam",
+    "guided_backprop",
+)
 #: The completeness error above which IG warns (Sundararajan et al. 2017, section 3).
 COMPLETENESS_TOLERANCE = 0.05
 
@@ -71,7 +97,7 @@ METHODS: dict[str, Method] = {
     ),
     "integrated_gradients": Method(
         lambda net, layer: IntegratedGradients(net),
-        {"n_steps": IG_STEPS, "method": "gausslegendre", "internal_batch_size": BATCH},
+        {"n_steps": IG_STEPS, "method": "gausslegendre"},
         "Sundararajan et al. 2017, https://arxiv.org/abs/1703.01365",
     ),
     "smoothgrad": Method(
@@ -142,11 +168,14 @@ def attribute(
             :data:`BASELINES`; default ``"zero"``), ``n_steps`` (default 128),
             ``method`` (Captum's integration rule: ``"gausslegendre"``, or
             ``"riemann_left"`` / ``"riemann_right"`` / ``"riemann_middle"`` /
-            ``"riemann_trapezoid"``), ``internal_batch_size`` (16).
+            ``"riemann_trapezoid"``), ``internal_batch_size`` (default: as many
+            images as fit in :data:`MEMORY_BUDGET`, at most :data:`BATCH`, in equal
+            chunks).
             smoothgrad / smoothgrad_sq / vargrad: ``noise`` (σ as a fraction of
             the input's value range, default 0.15), ``nt_samples`` (50),
-            ``nt_samples_batch_size`` (16), ``base`` (the method under the noise,
-            default ``"gradient"``), ``seed`` (0).
+            ``nt_samples_batch_size`` (samples per input at once; default as for
+            IG's batch, divided by the number of inputs), ``base`` (the method
+            under the noise, default ``"gradient"``), ``seed`` (0).
             grad_cam: ``layer`` (a module or dotted name; default the model's
             ``gradcam_layer``).
 
@@ -165,7 +194,6 @@ def attribute(
         raise ValueError(f"Unknown method {method!r}; choose one of {sorted(METHODS)}.")
     net, bundle = _unpack(model)
     inputs = _check_inputs(inputs, bundle)
-    targets = resolve_target(model, inputs, target)
     spec = METHODS[method]
     if return_error and method != "integrated_gradients":
         raise ValueError("return_error=True is only for 'integrated_gradients'.")
@@ -174,19 +202,24 @@ def attribute(
         # Captum's notes on what it does internally are noise to a student; ours are not.
         for note in _CAPTUM_NOTES:
             warnings.filterwarnings("ignore", message=note)
-        net.eval()
+        net.eval()  # also for the target's forward pass: BatchNorm statistics stay as they are
+        targets = resolve_target(model, inputs, target)
         if spec.smoothing is not None:
             result = _smooth(spec, net, bundle, inputs, targets, kwargs)
         elif method == "grad_cam":
             result = _grad_cam(spec, net, bundle, inputs, targets, kwargs)
         else:
             call = {**spec.defaults, **kwargs}
+            runner = net
             if method == "integrated_gradients":
                 call["baselines"] = make_baseline(call.get("baselines", "zero"), inputs, bundle)
-            explainer = spec.build(net, None)
-            result = explainer.attribute(inputs, target=targets, **call).detach()
+                call.setdefault("internal_batch_size", _ig_batch(net, inputs, call["n_steps"]))
+                runner = _fast(net)
+            explainer = spec.build(runner, None)
+            result = explainer.attribute(inputs, target=targets, **call).detach().contiguous()
+        if method == "integrated_gradients":
+            error = _completeness(net, inputs, result, targets, call["baselines"])
     if method == "integrated_gradients":
-        error = completeness_error(net, inputs, result, targets, call["baselines"])
         if error > COMPLETENESS_TOLERANCE:
             warnings.warn(
                 f"Integrated Gradients' completeness error is {error:.1%} (> 5%) with "
@@ -230,11 +263,22 @@ def completeness_error(
     net, bundle = _unpack(model)
     targets = resolve_target(model, inputs, target)
     base = make_baseline("zero" if baselines is None else baselines, inputs, bundle)
+    return _completeness(net, inputs, attributions, targets, base)
+
+
+def _completeness(
+    net: nn.Module,
+    inputs: torch.Tensor,
+    attributions: torch.Tensor,
+    targets: list[int],
+    base: torch.Tensor,
+) -> float:
+    n = inputs.shape[0]
     with torch.inference_mode():
-        idx = torch.as_tensor(targets).reshape(-1, 1).expand(inputs.shape[0], 1)
+        idx = torch.as_tensor(targets).reshape(-1, 1).expand(n, 1)
         f_x = net(inputs).gather(1, idx)[:, 0]
         f_b = net(base.expand_as(inputs)).gather(1, idx)[:, 0]
-    total = attributions.reshape(inputs.shape[0], -1).sum(dim=1)
+    total = attributions.reshape(n, -1).sum(dim=1)
     gap = (f_x - f_b).abs().clamp_min(1e-12)
     return float(((total - (f_x - f_b)).abs() / gap).max())
 
@@ -408,22 +452,51 @@ def _smooth(spec, net, bundle, inputs, targets, kwargs):
             f"guided_backprop; got {base!r}."
         )
     base_kwargs = dict(METHODS[base].defaults)
+    batch = _images_at_once(net, inputs)
+    # NoiseTunnel's batch counts samples per input: N inputs make N times as many images.
+    # (For images the seeded noise is the same whatever the batch: torch draws normal
+    # numbers in blocks of 16 and an image's pixel count is a multiple of 16.)
+    samples_at_once = max(1, batch // len(inputs))
     if base == "integrated_gradients":
-        base_kwargs.pop("internal_batch_size")
         base_kwargs["baselines"] = make_baseline(kwargs.pop("baselines", "zero"), inputs, bundle)
+        n_steps = int(kwargs.get("n_steps", base_kwargs["n_steps"]))
+        base_kwargs["internal_batch_size"] = _ig_batch(net, inputs, n_steps)
+        samples_at_once = 1  # each noisy sample already runs n_steps images
     span = float(inputs.max() - inputs.min())
     call = {
         "nt_type": spec.smoothing,
         "nt_samples": 50,
-        "nt_samples_batch_size": BATCH,
+        "nt_samples_batch_size": samples_at_once,
         "stdevs": noise * span,
         **base_kwargs,
         **kwargs,
     }
-    tunnel = NoiseTunnel(METHODS[base].build(net, None))
+    tunnel = NoiseTunnel(METHODS[base].build(_fast(net), None))
     with torch.random.fork_rng():  # seeded noise without touching the caller's RNG
         torch.manual_seed(seed)
-        return tunnel.attribute(inputs, target=targets, **call).detach()
+        return tunnel.attribute(inputs, target=targets, **call).detach().contiguous()
+
+
+def _fast(net: nn.Module) -> nn.Module:
+    """The network the many-pass methods run: channels-last inputs for a CNN whose
+    weights are channels-first (one with channels-last weights runs that way anyway)."""
+    if CHANNELS_LAST and uses_convolutions(net) and not channels_last_weights(net):
+        return ChannelsLast(net)
+    return net
+
+
+def _images_at_once(net: nn.Module, inputs: torch.Tensor) -> int:
+    """The batch for many-pass methods: what fits in MEMORY_BUDGET, at most BATCH."""
+    return images_per_batch(net, inputs, MEMORY_BUDGET, BATCH)
+
+
+def _ig_batch(net: nn.Module, inputs: torch.Tensor, n_steps: int) -> int:
+    """Captum's ``internal_batch_size`` for IG: the steps in near-equal chunks of at most
+    :func:`_images_at_once` images (50 steps, room for 16: 13+13+13+11, not 16+16+16+2)."""
+    n = len(inputs)
+    per_chunk = max(1, _images_at_once(net, inputs) // n)
+    chunks = -(-n_steps // per_chunk)
+    return -(-n_steps // chunks) * n
 
 
 class _restored:

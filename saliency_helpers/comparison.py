@@ -31,8 +31,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .attribution import COURSE_METHODS, CompletenessWarning, attribute, resolve_target
 from .attribution import METHODS as _REGISTRY
-from .attribution import CompletenessWarning, attribute, resolve_target
 from .maps import spearman
 
 __all__ = [
@@ -46,14 +46,7 @@ __all__ = [
 ]
 
 #: The methods of the data-randomization notebook, in the order they are shown.
-METHODS = (
-    "gradient",
-    "input_x_gradient",
-    "integrated_gradients",
-    "smoothgrad",
-    "grad_cam",
-    "guided_backprop",
-)
+METHODS = COURSE_METHODS
 #: The metrics of :func:`compare_maps`, one row each per method and image.
 METRICS = ("spearman_signed", "spearman_abs")
 #: Images per forward pass inside IG and SmoothGrad: far more than attribute()'s ImageNet

@@ -24,3 +24,16 @@ def corella(lite):
 @pytest.fixture(scope="session")
 def cockatoo(lite):
     return lite.preprocess(sh.course_photo("cockatoo"))
+
+
+@pytest.fixture(scope="session")
+def course_result(tmp_path_factory):
+    """Every lecture notebook run once per session through the course's main command
+    (``saliency_helpers.run.run_course``) at quick size, into tmp folders. Shared by the
+    runner's integration test and the browser tests, so the course runs only once."""
+    from saliency_helpers import run
+
+    folder = tmp_path_factory.mktemp("course")
+    return run.run_course(
+        quick=True, out=folder / "notebooks", figures=folder / "figures", progress=False
+    )

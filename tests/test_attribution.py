@@ -3,6 +3,7 @@ completeness numbers on the real model, and no side effects on the caller's mode
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -13,6 +14,7 @@ from torch import nn
 
 import saliency_helpers as sh
 from saliency_helpers.models import GuidedReLU6
+from saliency_helpers.perf import ChannelsLast, saved_bytes_per_input
 
 ALL_METHODS = sorted(sh.METHODS)
 QUICK = {
@@ -252,3 +254,105 @@ def test_ig_accepts_captums_method_keyword(linear):
         "integrated_gradients", linear, x, target=0, method="riemann_middle", n_steps=4
     )
     assert torch.allclose(ig, x * linear.weight[0].detach(), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Performance defaults (issue 5): batches, memory layout, no side effects
+
+
+class ConvBNNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv, self.bn, self.act = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU()
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.fc(self.act(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+
+def _max_batch_seen(net, run):
+    seen = []
+    handle = net.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return max(seen)
+
+
+def test_bare_module_with_batchnorm_in_training_mode_keeps_its_statistics():
+    """Target resolution and IG's completeness check run in eval mode too."""
+    net = ConvBNNet().train()
+    before = model_state(net)  # includes BatchNorm's running mean and variance
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sh.CompletenessWarning)
+        sh.attribute("integrated_gradients", net, x, target=1, n_steps=4)
+        sh.attribute("smoothgrad", net, x, nt_samples=3)
+    assert net.training
+    assert_same_state(before, net)
+
+
+def test_many_pass_methods_stay_within_the_memory_budget(monkeypatch):
+    net = ConvBNNet().eval()
+    x = torch.randn(1, 3, 16, 16)
+    per_image = saved_bytes_per_input(net, x)
+    monkeypatch.setattr(sh.attribution, "MEMORY_BUDGET", 5 * per_image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sh.CompletenessWarning)
+        ig = _max_batch_seen(net, lambda: sh.attribute(
+            "integrated_gradients", net, x, target=0, n_steps=300))
+        sg = _max_batch_seen(net, lambda: sh.attribute("smoothgrad", net, x, target=0))
+        two = _max_batch_seen(net, lambda: sh.attribute(
+            "smoothgrad", net, torch.cat([x, x]), target=0))
+    assert ig == 5 and sg == 5 and two == 4  # 300 steps or 50 samples: never more at once
+    monkeypatch.setattr(sh.attribution, "MEMORY_BUDGET", 10**12)
+    monkeypatch.setattr(sh.attribution, "BATCH", 16)
+    assert sh.attribution._ig_batch(net, x, 50) == 13  # 13+13+13+11, not 16+16+16+2
+    assert sh.attribution._ig_batch(net, torch.cat([x, x]), 50) == 2 * 8  # steps per chunk
+
+
+def test_results_do_not_depend_on_the_batch_size(lite, corella):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sh.CompletenessWarning)
+        ig = {k: sh.attribute("integrated_gradients", lite, corella, n_steps=12,
+                              internal_batch_size=k, method="riemann_middle") for k in (1, 12)}
+    scale = ig[1].abs().max()
+    assert torch.allclose(ig[1], ig[12], atol=1e-5 * scale)
+    # The seeded noise is drawn in the same order whatever the batch.
+    sg = {k: sh.attribute("smoothgrad", lite, corella, nt_samples=6, nt_samples_batch_size=k)
+          for k in (1, 4)}
+    assert torch.allclose(sg[1], sg[4], atol=1e-5 * sg[1].abs().max())
+
+
+def test_channels_last_is_as_accurate_as_channels_first(lite, corella, monkeypatch):
+    """The layout changes the order of float sums only: against a float64 reference both
+    layouts are equally close, and far closer than the method's own approximation."""
+    x0 = sh.make_baseline("black", corella, lite)
+    steps = 8
+    alphas = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
+    net64 = copy.deepcopy(lite.model).double()
+    x64, b64 = corella.double(), x0.double()
+    path = (b64 + alphas.view(-1, 1, 1, 1) * (x64 - b64)).requires_grad_(True)
+    (g,) = torch.autograd.grad(net64(path)[:, 89].sum(), path)
+    reference = (x64 - b64) * g.mean(dim=0, keepdim=True)
+    errors = {}
+    for channels_last in (True, False):
+        monkeypatch.setattr(sh.attribution, "CHANNELS_LAST", channels_last)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", sh.CompletenessWarning)
+            a = sh.attribute("integrated_gradients", lite, corella, target=89, baselines=x0,
+                             n_steps=steps, method="riemann_middle")
+        assert a.is_contiguous()
+        errors[channels_last] = float((a.double() - reference).abs().max() / reference.abs().max())
+    print(f"max error against float64, relative to the largest value: {errors}")
+    assert errors[True] < 1e-2 and errors[True] < 2 * errors[False] + 1e-5
+
+
+def test_channels_last_wrapper_only_for_channels_first_cnns():
+    net = ConvBNNet().eval()
+    assert isinstance(sh.attribution._fast(net), ChannelsLast)
+    assert sh.attribution._fast(net.to(memory_format=torch.channels_last)) is net
+    lin = nn.Linear(3, 2)
+    assert sh.attribution._fast(lin) is lin

@@ -1,0 +1,425 @@
+"""The course's performance benchmark: one command, one report.
+
+    python -m benchmarks.run            # full run, ~10 min on 2 cores; writes benchmarks/results/
+    python -m benchmarks.run --quick    # tiny sizes, ~1 min; writes build/benchmarks-quick/
+
+In one run it measures this machine's fp32 matrix-multiply rate, then for both
+course models (ResNet18, EfficientNet-Lite0) and every method: median and best
+wall time, FLOPs counted with PyTorch's formulas, % of the matrix-multiply rate,
+peak extra RAM, and the speed-up over the textbook implementation measured in
+the same run; the best forward+input-gradient time per image over batch sizes and
+memory layouts (the floor); how time and memory grow with IG's steps, the number
+of images and the image size; the model-randomization cascade; the data-
+randomization training. Each model runs in its own process, so memory figures
+do not mix. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saliency_helpers.attribution import COURSE_METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+QUICK_OUT = ROOT / "build" / "benchmarks-quick"
+PARTS = ("floor", "methods", "scaling", "cascade", "training")
+METHODS = COURSE_METHODS
+#: A floor variant the helpers do not use (see benchmarks/fold.py for why).
+CHANNELS_FIRST = "channels-first (NCHW) weights and inputs"
+CHANNELS_LAST = "channels-last (NHWC) weights and inputs"
+FOLDED = "channels-last + BatchNorm folded (not used: changes float32 results)"
+CASCADE_METHODS = ("gradient", "integrated_gradients", "smoothgrad", "grad_cam", "guided_backprop")
+
+
+@dataclass
+class Config:
+    """Sizes of one run; ``QUICK`` only checks that everything works."""
+
+    repeats: int = 3
+    textbook_repeats: int = 1
+    ig_steps: int = 50
+    sg_samples: int = 50
+    floor_batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    floor_repeats: int = 2
+    steps_axis: list[int] = field(default_factory=lambda: [16, 50, 200])
+    steps_ram: int = 300
+    batch_axis: list[int] = field(default_factory=lambda: [1, 8, 32])
+    batch_steps: int = 16
+    sizes: list[int] = field(default_factory=lambda: [224, 448])
+    cascade_stages: int = 6
+    cascade_methods: list[str] = field(default_factory=lambda: list(CASCADE_METHODS))
+    notebook_cascade: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {
+            "integrated_gradients": {"n_steps": 16},
+            "smoothgrad": {"nt_samples": 10},
+        }
+    )
+    training: dict[str, Any] = field(default_factory=dict)
+    gemm_n: int = 4096
+    gemm_repeats: int = 5
+
+
+FULL = Config()
+QUICK = Config(
+    repeats=1,
+    ig_steps=4,
+    sg_samples=4,
+    floor_batches=[1, 2],
+    floor_repeats=1,
+    steps_axis=[2, 4],
+    steps_ram=8,
+    batch_axis=[1, 2],
+    batch_steps=2,
+    sizes=[160, 224],
+    cascade_stages=3,
+    cascade_methods=["gradient", "grad_cam"],
+    notebook_cascade={},
+    training={"n_train": 256, "epochs": 1},
+    gemm_n=1024,
+    gemm_repeats=3,
+)
+
+
+# ---------------------------------------------------------------------------
+# Worker: one model (or the training) in a fresh process
+
+
+def _silence() -> None:
+    import saliency_helpers as sh
+
+    warnings.simplefilter("ignore", sh.CompletenessWarning)
+    warnings.filterwarnings("ignore", message=".*[Ii]nternal batch size.*")
+    warnings.filterwarnings("ignore", message=".*backward hook.*")
+    warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+
+
+def _log(what: str, start: float) -> None:
+    print(f"    {what}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+
+def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
+    import torch
+
+    import saliency_helpers as sh
+    from benchmarks import fold, models, textbook
+    from benchmarks.measure import PeakRAM, measure
+    from saliency_helpers.perf import FlopCount, channels_last_weights
+
+    _silence()
+    torch.manual_seed(0)
+    b, weights = models.load(name)
+    net = b.model
+    x = b.preprocess(sh.course_photo("corella"))
+    with torch.inference_mode():
+        target = int(net(x).argmax())
+    out: dict[str, Any] = {
+        "weights": weights,
+        "layout": "channels-last" if channels_last_weights(net) else "channels-first",
+        "target": target,
+        "threads": torch.get_num_threads(),
+    }
+
+    # Work of one pass, counted.
+    with FlopCount() as fc:
+        with torch.inference_mode():
+            net(x)
+    forward = fc.total
+    with FlopCount() as fc:
+        xr = x.clone().requires_grad_(True)
+        torch.autograd.grad(net(xr)[0, target], xr)
+    fwd_grad = fc.total
+    trainable = textbook.trainable_copy(net)
+    with FlopCount() as fc:
+        textbook.gradient(trainable, x, target)
+    out["gflop"] = {
+        "forward": forward / 1e9,
+        "forward_input_gradient": fwd_grad / 1e9,
+        "backward_with_parameter_gradients": fc.total / 1e9,
+    }
+
+    if "floor" in parts:
+        start = time.perf_counter()
+        out["floor"] = _floor(net, x, target, cfg, fwd_grad, fold, measure)
+        _log("floor", start)
+
+    def helper(method: str, inputs: Any = x, **kw: Any):
+        defaults = {
+            "integrated_gradients": {"n_steps": cfg.ig_steps},
+            "smoothgrad": {"nt_samples": cfg.sg_samples},
+        }.get(method, {})
+        call = {**defaults, **kw}
+        targets = [target] * len(inputs)
+        # The helpers measure a network's activation memory once per input shape (one
+        # forward pass); do it here so that it is not counted in the first measurement.
+        sh.attribution._images_at_once(net, inputs)
+        return lambda: sh.attribute(method, b, inputs, target=targets, **call)
+
+    if "methods" in parts:
+        start = time.perf_counter()
+        rows = []
+        for method in METHODS:
+            m = measure(helper(method), cfg.repeats)
+            rows.append({"method": method, "impl": "helper", **m.as_dict()})
+        # What the channels-last layout buys: the same calls on a channels-first copy.
+        first = dataclasses.replace(b, model=_layout_copy(net, torch.contiguous_format))
+        sh.attribution.CHANNELS_LAST = False
+        try:
+            for method in ("integrated_gradients", "smoothgrad"):
+                kw = {"n_steps": cfg.ig_steps} if method == "integrated_gradients" else {
+                    "nt_samples": cfg.sg_samples}
+                m = measure(lambda method=method, kw=kw: sh.attribute(
+                    method, first, x, target=[target], **kw), max(1, cfg.repeats - 1))
+                rows.append({"method": method, "impl": "helper, channels-first", **m.as_dict()})
+        finally:
+            sh.attribution.CHANNELS_LAST = True
+        del first
+        for method in METHODS:
+            kw: dict[str, Any] = {}
+            if method == "integrated_gradients":
+                kw["n_steps"] = cfg.ig_steps
+            elif method == "smoothgrad":
+                kw["nt_samples"] = cfg.sg_samples
+            elif method == "grad_cam":
+                kw["layer"] = b.gradcam_layer_name
+            fn = textbook.METHODS[method]
+            m = measure(lambda fn=fn, kw=kw: fn(trainable, x, target, **kw), cfg.textbook_repeats)
+            rows.append({"method": method, "impl": "textbook", **m.as_dict()})
+        out["methods"] = rows
+        _log("methods", start)
+
+    if "scaling" in parts:
+        start = time.perf_counter()
+        rows = []
+        for steps in sorted({*cfg.steps_axis, cfg.steps_ram}):
+            repeats = 1 if steps <= 50 else 0
+            m = measure(helper("integrated_gradients", n_steps=steps), repeats)
+            rows.append({"axis": "n_steps", "value": steps, "method": "integrated_gradients",
+                         "images": 1, "size": 224, **m.as_dict()})
+        for n in cfg.batch_axis:
+            xs = x.expand(n, -1, -1, -1).contiguous()
+            for method, kw in (("gradient", {}), ("integrated_gradients",
+                                                  {"n_steps": cfg.batch_steps})):
+                repeats = 1 if n * kw.get("n_steps", 1) <= 128 else 0
+                m = measure(helper(method, xs, **kw), repeats)
+                rows.append({"axis": "batch", "value": n, "method": method, "images": n,
+                             "size": 224, **kw, **m.as_dict()})
+        for size in cfg.sizes:
+            xs = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
+            for method, kw in (("gradient", {}), ("integrated_gradients",
+                                                  {"n_steps": cfg.ig_steps})):
+                repeats = 1 if size <= 224 else 0
+                m = measure(helper(method, xs, **kw), repeats)
+                rows.append({"axis": "image_size", "value": size, "method": method,
+                             "images": 1, "size": size, **kw, **m.as_dict()})
+        out["scaling"] = rows
+        _log("scaling", start)
+
+    if "cascade" in parts:
+        # cascade_stages counts the rows of the cascade's table: the original model and
+        # k randomized stages, spread from the logits to the first convolution.
+        k = min(cfg.cascade_stages - 1, len(b.layers))
+        stages = [b.layers[round(i * (len(b.layers) - 1) / max(1, k - 1))] for i in range(k)]
+        settings = {"helper defaults": {}}
+        if cfg.notebook_cascade:
+            settings["notebook 06 settings"] = {
+                m: v for m, v in cfg.notebook_cascade.items() if m in cfg.cascade_methods
+            }
+        rows = []
+        for label, kwargs in settings.items():
+            with PeakRAM() as ram:
+                start = time.perf_counter()
+                res = sh.cascade(b, x, cfg.cascade_methods, target=target, stages=stages,
+                                 method_kwargs=kwargs)
+                seconds = time.perf_counter() - start
+            rows.append({"settings": label, "method_kwargs": kwargs, "stages": stages,
+                         "models": len(res.stages), "methods": list(cfg.cascade_methods),
+                         "seconds": seconds, "extra_ram_mb": ram.extra_mb})
+            _log(f"cascade ({label})", start)
+        out["cascade"] = rows
+    return out
+
+
+def _layout_copy(net, memory_format):
+    """A copy of ``net`` with its 4-D weights in ``memory_format`` (same values)."""
+    import copy
+
+    return copy.deepcopy(net).to(memory_format=memory_format)
+
+
+def _floor(net, x, target, cfg, fwd_grad_flop, fold, measure) -> dict[str, Any]:
+    """Best forward + input-gradient time per image, over batch sizes and memory layouts."""
+    import torch
+
+    variants = {
+        CHANNELS_FIRST: (_layout_copy(net, torch.contiguous_format), False),
+        CHANNELS_LAST: (_layout_copy(net, torch.channels_last), True),
+        FOLDED: (fold.inference_copy(net), True),
+    }
+    rows = []
+    for label, (model, channels_last) in variants.items():
+        for n in cfg.floor_batches:
+            xs = x.expand(n, -1, -1, -1).contiguous()
+            if channels_last:
+                xs = xs.contiguous(memory_format=torch.channels_last)
+
+            def run(model=model, xs=xs):
+                xr = xs.detach().requires_grad_(True)
+                torch.autograd.grad(model(xr)[:, target].sum(), xr)
+
+            m = measure(run, cfg.floor_repeats, count=False)
+            rows.append({"layout": label, "batch": n, "seconds_per_image": m.best / n,
+                         "seconds_per_image_median": m.median / n,
+                         "gflops": fwd_grad_flop / (m.best / n) / 1e9,
+                         "extra_ram_mb": m.extra_ram_mb})
+    usable = [r for r in rows if r["layout"] != FOLDED]
+    best = min(usable, key=lambda r: r["seconds_per_image"])
+    folded = min((r for r in rows if r["layout"] == FOLDED), key=lambda r: r["seconds_per_image"])
+    from benchmarks.measure import RAM_LIMIT_MB
+
+    small = [r for r in usable if r["extra_ram_mb"] <= RAM_LIMIT_MB] or usable
+    within = min(small, key=lambda r: r["seconds_per_image"])
+    return {"rows": rows, "best": best, "best_folded": folded, "best_within_ram_limit": within}
+
+
+def _training_worker(cfg: Config) -> dict[str, Any]:
+    import torch
+
+    from benchmarks.measure import PeakRAM
+    from saliency_helpers import training
+
+    torch.manual_seed(0)
+    with PeakRAM() as ram:
+        start = time.perf_counter()
+        true_run, perm_run = training.train_pair(progress=False, cache=False, **cfg.training)
+        seconds = time.perf_counter() - start
+    runs = {}
+    for label, run in (("true labels", true_run), ("permuted labels", perm_run)):
+        runs[label] = {"seconds": run.seconds, "epochs": len(run.history),
+                       "train_accuracy": run.train_accuracy,
+                       "test_accuracy": run.test_accuracy}
+    config = {k: v for k, v in asdict(true_run.config).items() if k != "labels"}
+    return {"seconds": seconds, "extra_ram_mb": ram.extra_mb, "runs": runs, "config": config}
+
+
+# ---------------------------------------------------------------------------
+# Parent: GEMM, workers, report
+
+
+def _run_worker(what: str, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "benchmarks.run", "--worker", what, "--result", str(result),
+               "--parts", ",".join(args.parts)] + (["--quick"] if args.quick else [])
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT)  # the worker's progress goes to our stderr
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark worker {what!r} failed (exit {proc.returncode}).")
+        data = json.loads(result.read_text())
+    data["worker_seconds"] = time.perf_counter() - start
+    return data
+
+
+def _meta(args: argparse.Namespace) -> dict[str, Any]:
+    import captum
+    import torch
+
+    from benchmarks.measure import cpu_model, loadavg
+
+    return {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": args.threads or torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "captum": captum.__version__,
+        "platform": platform.platform(),
+        "quick": args.quick,
+        "command": "python -m benchmarks.run" + (" --quick" if args.quick else ""),
+        "loadavg_start": loadavg(),
+        "ram_method": "peak RSS growth of the first call (VmHWM reset via /proc/self/clear_refs)",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks, not numbers")
+    parser.add_argument("--out", type=Path, help="output folder (default benchmarks/results, "
+                        "or build/benchmarks-quick with --quick)")
+    parser.add_argument("--models", default="resnet18,efficientnet_lite0")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.parts = [p for p in args.parts.split(",") if p]
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown parts {unknown}; choose from {PARTS}")
+    cfg = QUICK if args.quick else FULL
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # a command-line choice, never on import
+    if args.worker:
+        if args.worker == "training":
+            data = _training_worker(cfg)
+        else:
+            data = _model_worker(args.worker, cfg, args.parts)
+        args.result.write_text(json.dumps(data))
+        return 0
+
+    from benchmarks import report
+    from benchmarks.measure import loadavg
+    from benchmarks.models import MODELS
+    from saliency_helpers.perf import gemm_gflops
+
+    names = [m for m in args.models.split(",") if m]
+    bad = sorted(set(names) - set(MODELS))
+    if bad:
+        parser.error(f"unknown models {bad}; choose from {MODELS}")
+    start = time.perf_counter()
+    results: dict[str, Any] = {"meta": _meta(args), "config": asdict(cfg)}
+    print(f"GEMM {cfg.gemm_n}^3 fp32 ...", flush=True)
+    results["gemm"] = gemm_gflops(cfg.gemm_n, cfg.gemm_repeats)
+    print(f"  {results['gemm']['gflops_best']:.0f} GFLOP/s", flush=True)
+    results["models"] = {}
+    model_parts = [p for p in args.parts if p != "training"]
+    for name in names:
+        print(f"{name}: {', '.join(model_parts) or 'FLOP counts'} ...", flush=True)
+        results["models"][name] = _run_worker(name, args)
+        print(f"  done in {results['models'][name]['worker_seconds']:.0f} s", flush=True)
+    if "training" in args.parts:
+        print("data-randomization training (true + permuted labels) ...", flush=True)
+        results["training"] = _run_worker("training", args)
+        print(f"  done in {results['training']['seconds']:.0f} s", flush=True)
+    results["gemm_end"] = gemm_gflops(cfg.gemm_n, cfg.gemm_repeats)
+    results["meta"]["loadavg_end"] = loadavg()
+    results["meta"]["seconds"] = time.perf_counter() - start
+    out = args.out or (QUICK_OUT if args.quick else RESULTS)
+    paths = report.write(results, out)
+    print(f"wrote {', '.join(str(p) for p in paths)} in {results['meta']['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,733 @@
+"""Export executed notebooks to standalone HTML pages and reveal.js slide decks that work offline.
+
+Usage::
+
+    python -m saliency_helpers.export build/notebooks/01_gradients.ipynb [MORE.ipynb ...]
+                                      [--to html|slides|both] [--out DIR]
+
+Each notebook becomes one self-contained file, ``DIR/<name>.html`` (the notebook as a page,
+nbconvert's ``lab`` look) or ``DIR/<name>.slides.html`` (a reveal.js deck built from the
+cells' ``slideshow`` metadata, as RISE shows it in JupyterLab). ``DIR`` defaults to the
+notebook's folder. The file opens from disk with no network: nbconvert's own templates load
+require.js, jQuery, MathJax, reveal.js and the widget manager from CDNs, and Altair's charts
+load vega, vega-lite and vega-embed from a CDN; here everything is inlined once per file:
+
+* **charts**: Altair's outputs (the ``text/html`` of its default renderer, or the vega-lite /
+  vega mimetypes, ``application/vnd.vegalite.v5+json`` or Altair 6's ``...v6.json``) become a
+  ``<div class="saliency-chart">`` plus the spec as JSON; one script (vega-embed with vega and
+  vega-lite, bundled by ``vl_convert.javascript_bundle()`` for the specs' Vega-Lite version)
+  renders them all. Each container gets ``data-status="rendered"`` or ``"error"``; an error is
+  also written into the container and to the console. Vega-embed's "Open in Vega Editor"
+  action (an online editor) is switched off.
+* **math**: MathJax 3 (``tex-svg-full.js`` from the ``django-static-mathjax`` package, SVG
+  output so no web fonts are needed), only when a markdown cell holds math.
+* **slides**: reveal.js 5 and its notes plugin (press ``s`` for the speaker view) from the
+  ``sphinx-revealjs`` package; nbconvert's settings (``SlidesExporter.reveal_theme``, default
+  ``simple``, transition, size) apply. The theme's web fonts (``@import`` of Google Fonts or of
+  font files) are left out, so slides use the notebook's fonts. A slide taller than the deck
+  scrolls instead of being cut off.
+* **widgets**: ipywidgets need a live kernel; their saved view would load the widget manager
+  from a CDN and their ``text/plain`` fallback is a stale snapshot (a progress bar at 0 %), so
+  each widget output becomes a one-line note (``widgets="note"``, default), disappears
+  (``"drop"``) or keeps its text fallback (``"text"``).
+* **images** referenced from markdown by a relative path are embedded as data URIs.
+
+The rule every exported file obeys (checked before writing, see :func:`external_references`):
+nothing the browser loads by itself points off the machine, i.e. no ``src`` of any element,
+no ``href`` of a ``<link>`` and no ``url(...)``/``@import`` in CSS starts with ``http://``,
+``https://`` or ``//``. Plain ``<a href>`` links in the notebook's text stay (they load only
+when clicked). A notebook whose markdown shows a web image cannot obey the rule and raises
+:class:`OfflineExportError` naming the address.
+
+Example:
+    >>> from saliency_helpers.export import export_notebook
+    >>> page = export_notebook("build/notebooks/05_grad_cam.ipynb", to="html", out="build/html")
+    >>> page.name
+    '05_grad_cam.html'
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import importlib.util
+import json
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, Literal
+
+import nbformat
+
+Format = Literal["html", "slides"]
+WidgetPolicy = Literal["note", "drop", "text"]
+FORMATS: tuple[str, ...] = ("html", "slides")
+SUFFIX = {"html": ".html", "slides": ".slides.html"}
+
+_VEGA_MIME = re.compile(r"^application/vnd\.(vega|vegalite)\.v(\d+)[.+]json$")  # Altair 6: ".json"
+_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+_SCHEMA_VERSION = re.compile(r"/schema/(vega|vega-lite)/v(\d+)(?:\.(\d+))?")
+# Where a vega-embed loader script (Altair's renderers and similar) has the spec as JSON.
+_SPEC_STARTS = re.compile(r"(?:\}\)\(|(?:var|let|const)\s+spec\s*=\s*)(?=\{)")
+_OPT_START = re.compile(r"(?:var|let|const)\s+embedOpt\s*=\s*(?=\{)")
+_MATH = re.compile(r"\$|\\\(|\\\[|\\begin\{")
+_OFFSITE = re.compile(r"^\s*(?:https?:)?//", re.IGNORECASE)
+_CSS_URL = re.compile(r"""url\(\s*['"]?([^'")\s]+)|@import\s+['"]([^'"]+)""", re.IGNORECASE)
+
+NOTE_HTML = (
+    '<div class="saliency-widget-note"><em>An interactive widget was here: '
+    "run the notebook in JupyterLab to use it.</em></div>"
+)
+
+
+class OfflineExportError(ValueError):
+    """An exported page would need the network (a web image, an unrecognised chart loader)."""
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One chart output found in a notebook.
+
+    Attributes:
+        cell: index of the cell in ``nb.cells``.
+        output: index of the output in that cell's ``outputs``.
+        mode: ``"vega-lite"`` or ``"vega"``.
+        spec: the chart's specification (a JSON-able dict).
+        options: vega-embed options saved with the chart (may be empty).
+    """
+
+    cell: int
+    output: int
+    mode: str
+    spec: dict[str, Any]
+    options: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------- finding charts
+
+
+def _json_at(text: str, pos: int) -> tuple[Any, int] | None:
+    try:
+        return json.JSONDecoder().raw_decode(text, pos)
+    except json.JSONDecodeError:
+        return None
+
+
+def _spec_mode(spec: dict[str, Any], default: str = "vega-lite") -> str:
+    match = _SCHEMA_VERSION.search(str(spec.get("$schema", "")))
+    return match.group(1) if match else default
+
+
+def spec_from_html(html: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Find the chart spec and embed options in a vega-embed loader's ``text/html``.
+
+    Altair's renderers (default ``html``, ``colab``, ``kaggle``, ...) write the spec as JSON
+    into a script that loads vega from a CDN; this reads it back.
+
+    Args:
+        html: one output's ``text/html``.
+
+    Returns:
+        ``(spec, embed_options)``, or None when the HTML holds no vega-embed chart.
+
+    Example:
+        >>> import altair as alt
+        >>> chart = alt.Chart(alt.Data(values=[{"a": 1}])).mark_point().encode(x="a:Q")
+        >>> spec, options = spec_from_html(chart._repr_mimebundle_()[0]["text/html"])
+        >>> spec["mark"]["type"], options["mode"]
+        ('point', 'vega-lite')
+    """
+    if "vegaEmbed" not in html:
+        return None
+    for start in _SPEC_STARTS.finditer(html):
+        found = _json_at(html, start.end())
+        if found is None or not isinstance(found[0], dict):
+            continue
+        spec, end = found
+        if "vega" not in str(spec.get("$schema", "")):
+            continue
+        options: dict[str, Any] = {}
+        rest = re.match(r"\s*,\s*(?=\{)", html[end:])  # the `})(spec, options)` form
+        opt_pos = end + rest.end() if rest else None
+        if opt_pos is None:
+            named = _OPT_START.search(html, end)
+            opt_pos = named.end() if named else None
+        if opt_pos is not None:
+            decoded = _json_at(html, opt_pos)
+            if decoded is not None and isinstance(decoded[0], dict):
+                options = decoded[0]
+        return spec, options
+    return None
+
+
+def _looks_like_chart_loader(html: str) -> bool:
+    return "vegaEmbed" in html or "npm/vega" in html
+
+
+def chart_outputs(nb: nbformat.NotebookNode) -> list[Chart]:
+    """Every chart output of a notebook, in order.
+
+    A chart is an output with a vega or vega-lite mimetype, or a ``text/html`` output written
+    by Altair's (or any) vega-embed loader.
+
+    Args:
+        nb: a notebook (``nbformat.read(path, as_version=4)``), usually executed.
+
+    Returns:
+        One :class:`Chart` per chart output; ``len(...)`` is the number of charts a page of
+        this notebook must show.
+
+    Raises:
+        OfflineExportError: an output loads vega but its spec cannot be found.
+
+    Example:
+        >>> nb = nbformat.read("build/notebooks/05_grad_cam.ipynb", as_version=4)
+        >>> [c.mode for c in chart_outputs(nb)][:1]
+        ['vega-lite']
+    """
+    charts = []
+    for ci, cell in enumerate(nb.cells):
+        for oi, out in enumerate(cell.get("outputs", [])):
+            data = out.get("data", {})
+            mime = next((k for k in data if _VEGA_MIME.match(k)), None)
+            if mime is not None:
+                spec = data[mime]
+                spec = json.loads(spec) if isinstance(spec, str) else dict(spec)
+                kind = _VEGA_MIME.match(mime).group(1)  # type: ignore[union-attr]
+                mode = "vega-lite" if kind == "vegalite" else "vega"
+                options = dict(out.get("metadata", {}).get(mime, {}).get("embed_options", {}))
+                charts.append(Chart(ci, oi, mode, spec, options))
+                continue
+            html = data.get("text/html")
+            if isinstance(html, list):
+                html = "".join(html)
+            if not html or not _looks_like_chart_loader(html):
+                continue
+            found = spec_from_html(html)
+            if found is None:
+                raise OfflineExportError(
+                    f"cell {ci}, output {oi}: this text/html loads vega from the web but its "
+                    "chart spec could not be found, so it cannot be made to work offline. "
+                    "Show the chart with Altair's default or 'mimetype' renderer."
+                )
+            spec, options = found
+            mode = str(options.get("mode") or _spec_mode(spec))
+            charts.append(Chart(ci, oi, mode, dict(spec), dict(options)))
+    return charts
+
+
+# ----------------------------------------------------------------------------- making it offline
+
+
+def _script_json(value: Any) -> str:
+    # "<" only occurs inside JSON strings, where \u003c means the same: nothing can close the
+    # <script> element early.
+    return json.dumps(value, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def _embed_options(options: dict[str, Any], mode: str) -> dict[str, Any]:
+    merged = {key: value for key, value in options.items() if key != "mode"}
+    merged["mode"] = mode
+    actions = merged.get("actions", True)
+    if actions is True:  # export/source/compiled work offline; the Vega Editor is a website
+        merged["actions"] = {"export": True, "source": True, "compiled": True, "editor": False}
+    elif isinstance(actions, dict):
+        merged["actions"] = {**actions, "editor": False}
+    return merged
+
+
+def _chart_html(index: int, chart: Chart) -> str:
+    payload = {"spec": chart.spec, "options": _embed_options(chart.options, chart.mode)}
+    return (
+        f'<div class="saliency-chart" id="saliency-chart-{index}"></div>\n'
+        f'<script type="application/json" id="saliency-chart-{index}-spec">'
+        f"{_script_json(payload)}</script>"
+    )
+
+
+def prepare_offline(
+    nb: nbformat.NotebookNode, widgets: WidgetPolicy = "note"
+) -> tuple[nbformat.NotebookNode, list[Chart]]:
+    """A copy of ``nb`` whose outputs need no network, and the charts it shows.
+
+    Charts become a container plus their spec (rendered by the page's one vega-embed script),
+    widget outputs follow ``widgets``, and the saved widget state is removed.
+
+    Args:
+        nb: a notebook, usually executed; it is not modified.
+        widgets: ``"note"`` (default) replaces each widget output by a one-line note,
+            ``"drop"`` removes it, ``"text"`` keeps its ``text/plain`` fallback.
+
+    Returns:
+        ``(offline_copy, charts)``.
+
+    Raises:
+        ValueError: ``widgets`` is not one of the three policies.
+
+    Example:
+        >>> offline, charts = prepare_offline(nbformat.read("executed.ipynb", as_version=4))
+    """
+    if widgets not in ("note", "drop", "text"):
+        raise ValueError(f"widgets must be 'note', 'drop' or 'text', not {widgets!r}")
+    nb = copy.deepcopy(nb)
+    charts = chart_outputs(nb)
+    by_place = {(c.cell, c.output): (i, c) for i, c in enumerate(charts)}
+    for ci, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for oi, out in enumerate(cell.get("outputs", [])):
+            data = out.get("data")
+            if (ci, oi) in by_place:
+                index, chart = by_place[(ci, oi)]
+                out["data"] = {"text/html": _chart_html(index, chart)}
+                out["metadata"] = {}
+            elif data is not None and _WIDGET_MIME in data:
+                if widgets == "drop":
+                    continue
+                if widgets == "note":
+                    out["data"] = {"text/html": NOTE_HTML}
+                else:
+                    out["data"] = {k: v for k, v in data.items() if k != _WIDGET_MIME}
+                    if not out["data"]:
+                        continue
+            kept.append(out)
+        cell["outputs"] = kept
+    nb.metadata.pop("widgets", None)
+    return nb, charts
+
+
+# ----------------------------------------------------------------------------- bundled assets
+
+
+def _package_dir(module: str, pip_name: str) -> Path:
+    # find_spec, not import: sphinx_revealjs imports Sphinx, and only its files are needed.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"offline export needs the files of the '{pip_name}' package: pip install {pip_name}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _reveal_dir() -> Path:
+    return _package_dir("sphinx_revealjs", "sphinx-revealjs") / "_static" / "revealjs"
+
+
+def _mathjax_file() -> Path:
+    return _package_dir("mathjax", "django-static-mathjax") / "static/mathjax/es5/tex-svg-full.js"
+
+
+def _inline_script(code: str) -> str:
+    # A literal "</script" would end the element early; "<\/" means "</" in JS strings and
+    # regular expressions alike.
+    code = re.sub(r"</(script)", r"<\\/\1", code, flags=re.IGNORECASE)
+    return f"<script>\n{code}\n</script>"
+
+
+def _vegalite_version(charts: Sequence[Chart]) -> str | None:
+    """The ``vl_convert`` Vega-Lite version (``"v6.4"``) for the charts' ``$schema``."""
+    import vl_convert
+
+    available = [tuple(map(int, v.split("."))) for v in vl_convert.get_vegalite_versions()]
+    wanted = set()
+    for chart in charts:
+        match = _SCHEMA_VERSION.search(str(chart.spec.get("$schema", "")))
+        if match and match.group(1) == "vega-lite":
+            wanted.add((int(match.group(2)), int(match.group(3) or 0)))
+    if not wanted:
+        return None
+    major, minor = max(wanted)
+    if (major, minor) in available:
+        return f"v{major}.{minor}"
+    same_major = [v for v in available if v[0] == major]
+    return f"v{max(same_major)[0]}.{max(same_major)[1]}" if same_major else None
+
+
+@functools.lru_cache(maxsize=4)
+def _vega_bundle(vl_version: str | None) -> str:
+    import vl_convert
+
+    return vl_convert.javascript_bundle(vl_version=vl_version)
+
+
+CHARTS_JS = """
+(function () {
+  for (const div of document.querySelectorAll("div.saliency-chart")) {
+    let payload;
+    try {
+      payload = JSON.parse(document.getElementById(div.id + "-spec").textContent);
+    } catch (err) {
+      div.dataset.status = "error";
+      console.error("saliency chart " + div.id + ": unreadable spec: " + err);
+      continue;
+    }
+    vegaEmbed(div, payload.spec, payload.options)
+      .then(function () { div.dataset.status = "rendered"; })
+      .catch(function (err) {
+        div.dataset.status = "error";
+        div.textContent = "This chart could not be drawn: " + err.message;
+        div.style.color = "#b00";
+        console.error("saliency chart " + div.id + ": " + err.message);
+      });
+  }
+})();
+"""
+
+MATHJAX_CONFIG = """
+window.MathJax = {
+  tex: {
+    inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]],
+    displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]],
+    processEscapes: true,
+    processEnvironments: true,
+    tags: "ams"
+  },
+  options: {ignoreHtmlClass: "tex2jax_ignore", processHtmlClass: "tex2jax_process"},
+  svg: {fontCache: "global"}
+};
+"""
+
+SLIDES_JS = """
+Reveal.initialize({
+  controls: true,
+  progress: true,
+  history: true,
+  transition: %(transition)s,
+  slideNumber: %(number)s,
+  width: %(width)s,
+  height: %(height)s,
+  plugins: [RevealNotes]
+});
+(function () {
+  // Let a slide taller than the deck scroll instead of being cut off at the bottom.
+  function fit() {
+    const limit = Reveal.getConfig().height;
+    for (const s of document.querySelectorAll(".reveal .slides section:not(.stack)")) {
+      if (s.scrollHeight > limit) { s.classList.add("saliency-scroll"); }
+    }
+    Reveal.layout();
+  }
+  Reveal.on("ready", fit);
+  Reveal.on("slidechanged", fit);
+})();
+"""
+
+SLIDES_CSS = """
+.reveal .slides section.saliency-scroll {
+  height: 100%;
+  top: 0 !important;
+  overflow-y: auto;
+}
+.saliency-chart { overflow-x: auto; }
+"""
+
+
+def _css(text: str) -> str:
+    # The reveal theme @imports its web font from files next to it: left out (see module doc).
+    text = re.sub(r"@import\s+url\([^)]*\)\s*;?", "", text)
+    return f'<style type="text/css">\n{text}\n</style>'
+
+
+def _has_math(nb: nbformat.NotebookNode) -> bool:
+    return any(c.cell_type == "markdown" and _MATH.search(c.source) for c in nb.cells)
+
+
+# ----------------------------------------------------------------------------- templates
+
+_LAB_TEMPLATE = """
+{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}
+{{ resources.saliency.mathjax }}
+{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block data_widget_view -%}{%- endblock data_widget_view -%}
+{%- block footer_js -%}{{ resources.saliency.charts }}{%- endblock footer_js -%}
+"""
+
+# reveal's own header links reveal.js' CSS from a CDN outside any smaller block, so the whole
+# header is restated here with the CSS inlined (nbconvert's notebook CSS kept via super()).
+_REVEAL_TEMPLATE = """
+{%- extends 'index.html.j2' -%}
+{%- block header -%}
+<!DOCTYPE html>
+<html lang="{{ resources.language_code }}">
+<head>
+{%- block html_head -%}
+<meta charset="utf-8" />
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+{% set nb_title = nb.metadata.get('title', resources['metadata']['name']) %}
+<title>{{ nb_title | escape_html_keep_quotes }} slides</title>
+{{ resources.saliency.reveal_css }}
+{% for css in resources.inlining.css -%}
+<style type="text/css">
+{{ css }}
+</style>
+{% endfor %}
+{%- block notebook_css -%}{{ super() }}{%- endblock notebook_css -%}
+{{ resources.saliency.mathjax }}
+{%- endblock html_head -%}
+{{ resources.saliency.reveal_theme }}
+</head>
+{%- endblock header -%}
+{%- block data_widget_view -%}{%- endblock data_widget_view -%}
+{%- block footer_js -%}
+{{ resources.saliency.reveal_js }}
+{{ resources.saliency.charts }}
+{%- endblock footer_js -%}
+"""
+
+
+def _exporter(to: Format) -> Any:
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter, SlidesExporter
+
+    if to == "html":
+        exporter = HTMLExporter(template_name="lab", embed_images=True)
+        template = _LAB_TEMPLATE
+    else:
+        exporter = SlidesExporter(template_name="reveal", embed_images=True)
+        template = _REVEAL_TEMPLATE
+    exporter.extra_loaders = [DictLoader({"saliency_offline.html.j2": template})]
+    exporter.template_file = "saliency_offline.html.j2"
+    return exporter
+
+
+# ----------------------------------------------------------------------------- the rule
+
+
+class _References(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if value is None:
+                continue
+            loads = name in ("src", "srcset", "poster", "data", "background") or (
+                name == "href" and tag in ("link", "image", "use", "base")
+            )
+            if loads and _OFFSITE.match(value):
+                self.found.append(f"<{tag} {name}={value!r}>")
+            if name == "style":
+                self._css(value, f"<{tag} style>")
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "style":
+            self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self._css(data, "<style>")
+
+    def _css(self, text: str, where: str) -> None:
+        for match in _CSS_URL.finditer(text):
+            target = match.group(1) or match.group(2)
+            if _OFFSITE.match(target):
+                self.found.append(f"{where} {target}")
+
+
+def external_references(html: str) -> list[str]:
+    """Everything in ``html`` that the browser would load from off the machine by itself.
+
+    The rule: no element's ``src`` (also ``srcset``, ``poster``, ``data``), no ``href`` of a
+    ``<link>`` (or SVG ``<image>``/``<use>``, ``<base>``), no CSS ``url(...)`` or ``@import``
+    starting with ``http://``, ``https://`` or ``//``. ``<a href>`` links are allowed: they
+    load only when clicked.
+
+    Args:
+        html: a whole HTML document.
+
+    Returns:
+        One description per offending reference, e.g. ``"<script src='https://...'>"``;
+        empty when the page is offline-clean.
+
+    Example:
+        >>> external_references('<a href="https://arxiv.org">paper</a>')
+        []
+        >>> external_references('<script src="https://cdn.example/x.js"></script>')
+        ["<script src='https://cdn.example/x.js'>"]
+    """
+    parser = _References()
+    parser.feed(html)
+    parser.close()
+    return parser.found
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def notebook_to_html(
+    nb: nbformat.NotebookNode,
+    to: Format = "html",
+    *,
+    name: str = "notebook",
+    path: str | Path | None = None,
+    widgets: WidgetPolicy = "note",
+) -> str:
+    """Render a notebook as one offline HTML document (a page or a reveal.js deck).
+
+    Args:
+        nb: the notebook, usually executed (``nbformat.read(path, as_version=4)``).
+        to: ``"html"`` for the notebook as a page, ``"slides"`` for a reveal.js deck.
+        name: the document's title when the notebook's metadata has none.
+        path: the notebook's folder, for images its markdown references by a relative path.
+        widgets: what becomes of widget outputs, see :func:`prepare_offline`.
+
+    Returns:
+        The HTML text; it obeys the rule of :func:`external_references`.
+
+    Raises:
+        ValueError: ``to`` is not ``"html"`` or ``"slides"``.
+        OfflineExportError: the page would still load something from the web.
+
+    Example:
+        >>> html = notebook_to_html(nbformat.read("executed.ipynb", as_version=4), "slides")
+    """
+    if to not in FORMATS:
+        raise ValueError(f"to must be 'html' or 'slides', not {to!r}")
+    offline, charts = prepare_offline(nb, widgets=widgets)
+    saliency: dict[str, str] = {"mathjax": "", "charts": ""}
+    if _has_math(offline):
+        saliency["mathjax"] = (
+            _inline_script(MATHJAX_CONFIG)
+            + "\n"
+            + _inline_script(_mathjax_file().read_text(encoding="utf-8"))
+        )
+    if charts:
+        bundle = _vega_bundle(_vegalite_version(charts))
+        saliency["charts"] = _inline_script(bundle) + "\n" + _inline_script(CHARTS_JS)
+
+    exporter = _exporter(to)
+    if to == "slides":
+        reveal = _reveal_dir()
+        theme = reveal / "dist" / "theme" / f"{exporter.reveal_theme}.css"
+        if not theme.is_file():
+            raise ValueError(f"no reveal.js theme {exporter.reveal_theme!r} in {theme.parent}")
+        saliency["reveal_css"] = _css((reveal / "dist/reveal.css").read_text(encoding="utf-8"))
+        saliency["reveal_theme"] = _css(theme.read_text(encoding="utf-8") + SLIDES_CSS)
+        settings = {
+            "transition": json.dumps(exporter.reveal_transition),
+            "number": json.dumps(exporter.reveal_number or False),
+            "width": int(exporter.reveal_width or 960),  # nbconvert's template defaults
+            "height": int(exporter.reveal_height or 700),
+        }
+        saliency["reveal_js"] = (
+            "\n".join(
+                _inline_script((reveal / part).read_text(encoding="utf-8"))
+                for part in ("dist/reveal.js", "plugin/notes/notes.js")
+            )
+            + "\n"
+            + _inline_script(SLIDES_JS % settings)
+        )
+
+    from markupsafe import Markup
+
+    resources = {
+        "metadata": {"name": name, "path": str(path) if path is not None else ""},
+        "saliency": {key: Markup(value) for key, value in saliency.items()},
+    }
+    html, _ = exporter.from_notebook_node(offline, resources=resources)
+    problems = external_references(html)
+    if problems:
+        listed = "\n  ".join(problems[:10])
+        raise OfflineExportError(
+            f"the exported page would load {len(problems)} thing(s) from the web:\n  {listed}\n"
+            "Put images next to the notebook and reference them by a relative path."
+        )
+    return html
+
+
+def export_notebook(
+    notebook: str | Path,
+    to: Format = "html",
+    out: str | Path | None = None,
+    *,
+    widgets: WidgetPolicy = "note",
+) -> Path:
+    """Export one notebook file to an offline ``.html`` page or ``.slides.html`` deck.
+
+    Args:
+        notebook: path of an ``.ipynb`` (executed, so its charts show).
+        to: ``"html"`` or ``"slides"``.
+        out: the folder to write into (created if needed); default the notebook's folder.
+        widgets: what becomes of widget outputs, see :func:`prepare_offline`.
+
+    Returns:
+        The written file, ``out/<name>.html`` or ``out/<name>.slides.html``.
+
+    Raises:
+        FileNotFoundError: no such notebook.
+        ValueError: not a notebook, or a bad ``to``/``widgets``.
+        OfflineExportError: the page would still load something from the web.
+
+    Example:
+        >>> export_notebook("build/notebooks/01_gradients.ipynb", "slides", out="build/slides")
+        PosixPath('build/slides/01_gradients.slides.html')
+    """
+    src = Path(notebook)
+    if not src.is_file():
+        raise FileNotFoundError(f"no notebook at {src}")
+    if src.suffix != ".ipynb":
+        raise ValueError(f"{src} is not a notebook (.ipynb)")
+    if to not in FORMATS:
+        raise ValueError(f"to must be 'html' or 'slides', not {to!r}")
+    nb = nbformat.read(src, as_version=4)
+    html = notebook_to_html(nb, to, name=src.stem, path=src.parent, widgets=widgets)
+    target_dir = Path(out) if out is not None else src.parent
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{src.stem}{SUFFIX[to]}"
+    target.write_text(html, encoding="utf-8")
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: ``python -m saliency_helpers.export NOTEBOOK... [--to] [--out]``.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0 when every notebook was written, 1 when one failed (its reason is printed).
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m saliency_helpers.export",
+        description="Export executed notebooks to offline HTML pages and reveal.js slides.",
+    )
+    parser.add_argument("notebooks", nargs="+", type=Path, help="executed .ipynb files")
+    parser.add_argument(
+        "--to", choices=["html", "slides", "both"], default="html", help="default: html"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: each notebook's folder")
+    parser.add_argument(
+        "--widgets",
+        choices=["note", "drop", "text"],
+        default="note",
+        help="widget outputs become a note (default), disappear, or keep their text",
+    )
+    args = parser.parse_args(argv)
+    formats: list[Format] = ["html", "slides"] if args.to == "both" else [args.to]
+    failed = 0
+    for path in args.notebooks:
+        for to in formats:
+            try:
+                written = export_notebook(path, to, args.out, widgets=args.widgets)
+            except (OSError, ValueError, ImportError) as err:
+                failed += 1
+                print(f"{path}: {err}", file=sys.stderr)
+                continue
+            print(f"{written}  ({written.stat().st_size / 1e6:.1f} MB)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
