@@ -46,11 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
 from .exercises import ANSWER_TAG, CHECK_TAG, ExerciseError, exercise_id
+from .kernels import notebook_client
 
 __all__ = [
     "ExerciseResult",
@@ -246,7 +246,7 @@ def grade_notebook(
     if quick:
         env["SALIENCY_QUICK"] = "1"
     replies: dict[int, dict | None] = {}
-    client = NotebookClient(
+    client = notebook_client(
         nb,
         timeout=timeout,
         kernel_name=kernel_name,

@@ -52,7 +52,6 @@ from typing import Any
 import nbformat
 import pandas as pd
 import vl_convert
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from tqdm.auto import tqdm
@@ -60,6 +59,7 @@ from tqdm.auto import tqdm
 from . import export
 from . import summary as summary_mod
 from .config import QUICK_ENV
+from .kernels import notebook_client
 from .models import MODEL_ENV, MODEL_NAMES
 
 __all__ = [
@@ -413,7 +413,7 @@ def run_notebook(
     nb = nbformat.read(path, as_version=4)
     tagged = figure_tags(nb, name)
     code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
-    client = NotebookClient(
+    client = notebook_client(
         nb,
         timeout=timeout,
         kernel_name=kernel_name,

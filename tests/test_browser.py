@@ -51,7 +51,7 @@ TOY_CELLS = [
 def make_toy(out_dir: Path) -> Path:
     """A tiny notebook executed by a real kernel: two charts (Altair's default html renderer
     and the vega-lite mimetype), math, a widget, slide metadata on the markdown cells."""
-    from nbclient import NotebookClient
+    from saliency_helpers.kernels import notebook_client
 
     nb = new_notebook()
     for kind, source in TOY_CELLS:
@@ -59,7 +59,7 @@ def make_toy(out_dir: Path) -> Path:
         if kind == "markdown":
             cell.metadata["slideshow"] = {"slide_type": "slide"}
         nb.cells.append(cell)
-    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    notebook_client(nb, timeout=120, kernel_name="python3").execute()
     out = out_dir / "toy.ipynb"
     nbformat.write(nb, out)
     return out

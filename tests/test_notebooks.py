@@ -10,7 +10,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from saliency_helpers.kernels import notebook_client
 
 ROOT = Path(__file__).resolve().parent.parent
 EXERCISES = sorted((ROOT / "exercises").glob("[0-9][0-9]_*.ipynb"))
@@ -30,7 +31,7 @@ def test_every_lecture_has_its_solution_and_exercise():
 @pytest.mark.parametrize("path", EXERCISES, ids=[p.stem for p in EXERCISES])
 def test_untouched_exercise_fails_only_with_not_implemented(path):
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(
+    notebook_client(
         nb,
         timeout=600,
         allow_errors=True,

@@ -8,10 +8,12 @@ the environment the runner gives its kernel. The integration test at the end (ma
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import altair as alt
@@ -188,6 +190,33 @@ def test_a_cell_over_the_time_limit_is_reported(tmp_path):
     assert "timeout" in res.failure.error and res.seconds < 50
 
 
+WIDGET = """import ipywidgets as widgets
+out = widgets.Output()
+with out:
+    print("inside the output widget")
+widgets.VBox([widgets.IntSlider(3), out])"""
+
+
+def test_runs_from_inside_a_running_event_loop(tmp_path):
+    """As in JupyterLab or beside Playwright's sync API: the caller's thread runs a loop.
+    Several notebooks with widget cells in a row (such a cell's reply once arrived only at
+    the cell time limit: see saliency_helpers/kernels.py)."""
+    paths = [
+        _write(tmp_path / f"3{i}_widgets.ipynb", [("code", "x = 1"), ("code", WIDGET)])
+        for i in range(3)
+    ]
+
+    async def inside_a_loop():
+        return run.run_course(paths, out=tmp_path / "out", figures=None, timeout=60, progress=False)
+
+    start = time.monotonic()
+    result = asyncio.run(inside_a_loop())
+    assert result.ok, run.format_failures(result)
+    assert time.monotonic() - start < 150
+    executed = nbformat.read(tmp_path / "out" / "32_widgets.ipynb", as_version=4)
+    assert "application/vnd.jupyter.widget-view+json" in executed.cells[1].outputs[0].data
+
+
 def test_a_tagged_cell_without_a_chart_is_a_problem(tmp_path):
     path = _write(tmp_path / "21_nochart.ipynb", [("code", "1 + 1", ["figure:21_none"])])
     res = run.run_notebook(path, out_dir=tmp_path / "out", figures_dir=tmp_path, progress=False)
@@ -350,6 +379,7 @@ def test_lectures_record_the_summary_values():
 
 
 # --------------------------------------------------------------------------- integration
+
 
 @pytest.mark.course
 def test_the_course_runs_and_summarises(course_result):
