@@ -364,6 +364,19 @@ def test_each_lecture_tags_one_to_three_figures(path):
     assert 1 <= len(figures) <= 3, figures
 
 
+def test_figures_folder_holds_exactly_the_tagged_figures():
+    """figures/ is what instructors build slides from: one committed PNG per figure tag."""
+    tagged = {
+        stem
+        for path in LECTURES
+        for stem in run.figure_tags(nbformat.read(path, as_version=4), path.stem).values()
+    }
+    committed = {p.stem for p in (ROOT / "figures").glob("[0-9][0-9]_*.png")}
+    assert committed == tagged, "re-render with: saliency-course run"
+    for stem in committed:
+        assert (ROOT / "figures" / f"{stem}.png").read_bytes()[:8] == PNG_HEADER
+
+
 def test_lectures_record_the_summary_values():
     sources = {p.stem[:2]: nbformat.read(p, as_version=4) for p in LECTURES}
     expected = {
