@@ -165,7 +165,7 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
         targets = [target] * len(inputs)
         # The helpers measure a network's activation memory once per input shape (one
         # forward pass); do it here so that it is not counted in the first measurement.
-        sh.attribution._images_at_once(net, inputs)
+        sh.attribution._images_at_once(net, inputs, b)
         return lambda: sh.attribute(method, b, inputs, target=targets, **call)
 
     if "methods" in parts:
@@ -233,7 +233,18 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
         # k randomized stages, spread from the logits to the first convolution.
         k = min(cfg.cascade_stages - 1, len(b.layers))
         stages = [b.layers[round(i * (len(b.layers) - 1) / max(1, k - 1))] for i in range(k)]
-        settings = {"helper defaults": {}}
+        # The methods as benchmarked above (IG-50, SmoothGrad-50), the helpers' defaults (IG
+        # with sh.attribution.IG_STEPS steps) and what notebook 06 runs.
+        as_benchmarked = {
+            m: v
+            for m, v in {
+                "integrated_gradients": {"n_steps": cfg.ig_steps},
+                "smoothgrad": {"nt_samples": cfg.sg_samples},
+            }.items()
+            if m in cfg.cascade_methods
+        }
+        settings = {"as benchmarked": as_benchmarked} if as_benchmarked else {}
+        settings["helper defaults"] = {}
         if cfg.notebook_cascade:
             settings["notebook 06 settings"] = {
                 m: v for m, v in cfg.notebook_cascade.items() if m in cfg.cascade_methods

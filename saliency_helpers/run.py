@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m saliency_helpers run [--quick] [--only 03 ...] [--model NAME] [--timeout S]
+    python -m saliency_helpers run [--quick | --full] [--only 03 ...] [--model NAME] [--timeout S]
                                    [--out DIR] [--figures DIR | --no-figures] [--fail-fast]
                                    [--notebooks DIR] [--kernel NAME]
 
@@ -717,10 +717,16 @@ def format_failures(result: CourseResult) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the options of ``run`` to ``parser`` (used by ``python -m saliency_helpers``)."""
-    parser.add_argument(
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
         "--quick",
         action="store_true",
         help="CI size: SALIENCY_QUICK=1 in the kernels (default: full size)",
+    )
+    size.add_argument(
+        "--full",
+        action="store_true",
+        help="full size, what an instructor runs before class (the default; say it in scripts)",
     )
     parser.add_argument(
         "--only",

@@ -334,6 +334,7 @@ def test_cli_errors_are_short_and_name_the_fix(capsys, tmp_path):
         (["run", "--timeout", "0"], "--timeout must be at least 1 second"),
         (["run", "--notebooks", str(tmp_path)], "no notebooks named NN_name.ipynb"),
         (["run", "--no-figures", "--figures", "x"], "not allowed with argument"),
+        (["run", "--quick", "--full"], "argument --full: not allowed with argument --quick"),
         (["walk"], "invalid choice: 'walk'"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
