@@ -165,7 +165,7 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
         targets = [target] * len(inputs)
         # The helpers measure a network's activation memory once per input shape (one
         # forward pass); do it here so that it is not counted in the first measurement.
-        sh.attribution._images_at_once(net, inputs, b)
+        sh.attribution._images_at_once(net, inputs)
         return lambda: sh.attribute(method, b, inputs, target=targets, **call)
 
     if "methods" in parts:

@@ -36,13 +36,11 @@ IG_STEPS = 128
 #: Integrated Gradients and SmoothGrad push through the network at once. For ImageNet-
 #: sized images :data:`MEMORY_BUDGET` binds first; this caps it for small inputs.
 BATCH = 64
-#: Bytes that the activations kept for the backward pass may take, for a model without a
-#: measured ``images_per_pass`` (a student's own network, other image sizes); the batch is
-#: the largest that fits. The course models carry their measured best (benchmarks/):
-#: ResNet18 keeps 21 MB per 224-px image and runs 8 at once (~0.4 GB of extra RAM in all,
-#: the fastest per image on 2 cores, as this budget would pick); EfficientNet-Lite0 keeps
-#: 78 MB and runs 4 (~0.4 GB; the budget would pick 2, 5-10% slower; 8 needs 0.8 GB).
-#: One call of any method thereby stays below 0.5 GB, whatever n_steps or nt_samples.
+#: Bytes that the activations kept for the backward pass may take; the batch is the
+#: largest that fits. Measured (benchmarks/): ResNet18 keeps 21 MB per 224-px image, so
+#: 8 images at once (~0.4 GB of extra RAM in all, and already the fastest per image on
+#: 2 cores); EfficientNet-Lite0 keeps 78 MB, so 2 (~0.25 GB). One call of any method
+#: thereby stays below 0.5 GB, whatever n_steps or nt_samples.
 MEMORY_BUDGET = 170 * 2**20
 #: Run the many-pass methods (Integrated Gradients, the SmoothGrad family) of a CNN
 #: on channels-last inputs, unless its weights are stored channels-last already: the
@@ -170,9 +168,9 @@ def attribute(
             :data:`BASELINES`; default ``"zero"``), ``n_steps`` (default 128),
             ``method`` (Captum's integration rule: ``"gausslegendre"``, or
             ``"riemann_left"`` / ``"riemann_right"`` / ``"riemann_middle"`` /
-            ``"riemann_trapezoid"``), ``internal_batch_size`` (default: the course
-            model's ``images_per_pass``, else as many images as fit in
-            :data:`MEMORY_BUDGET`, at most :data:`BATCH`, in equal chunks).
+            ``"riemann_trapezoid"``), ``internal_batch_size`` (default: as many
+            images as fit in :data:`MEMORY_BUDGET`, at most :data:`BATCH`, in equal
+            chunks).
             smoothgrad / smoothgrad_sq / vargrad: ``noise`` (σ as a fraction of
             the input's value range, default 0.15), ``nt_samples`` (50),
             ``nt_samples_batch_size`` (samples per input at once; default as for
@@ -215,9 +213,7 @@ def attribute(
             runner = net
             if method == "integrated_gradients":
                 call["baselines"] = make_baseline(call.get("baselines", "zero"), inputs, bundle)
-                call.setdefault(
-                    "internal_batch_size", _ig_batch(net, inputs, call["n_steps"], bundle)
-                )
+                call.setdefault("internal_batch_size", _ig_batch(net, inputs, call["n_steps"]))
                 runner = _fast(net)
             explainer = spec.build(runner, None)
             result = explainer.attribute(inputs, target=targets, **call).detach().contiguous()
@@ -456,7 +452,7 @@ def _smooth(spec, net, bundle, inputs, targets, kwargs):
             f"guided_backprop; got {base!r}."
         )
     base_kwargs = dict(METHODS[base].defaults)
-    batch = _images_at_once(net, inputs, bundle)
+    batch = _images_at_once(net, inputs)
     # NoiseTunnel's batch counts samples per input: N inputs make N times as many images.
     # (For images the seeded noise is the same whatever the batch: torch draws normal
     # numbers in blocks of 16 and an image's pixel count is a multiple of 16.)
@@ -464,7 +460,7 @@ def _smooth(spec, net, bundle, inputs, targets, kwargs):
     if base == "integrated_gradients":
         base_kwargs["baselines"] = make_baseline(kwargs.pop("baselines", "zero"), inputs, bundle)
         n_steps = int(kwargs.get("n_steps", base_kwargs["n_steps"]))
-        base_kwargs["internal_batch_size"] = _ig_batch(net, inputs, n_steps, bundle)
+        base_kwargs["internal_batch_size"] = _ig_batch(net, inputs, n_steps)
         samples_at_once = 1  # each noisy sample already runs n_steps images
     span = float(inputs.max() - inputs.min())
     call = {
@@ -489,21 +485,16 @@ def _fast(net: nn.Module) -> nn.Module:
     return net
 
 
-def _images_at_once(net: nn.Module, inputs: torch.Tensor, bundle: Any = None) -> int:
-    """The batch for many-pass methods: the course model's measured best
-    (``bundle.images_per_pass``) for its own image size, else what fits in MEMORY_BUDGET,
-    at most BATCH."""
-    per_pass = getattr(bundle, "images_per_pass", None)
-    if per_pass and tuple(inputs.shape[-2:]) == (bundle.image_size, bundle.image_size):
-        return per_pass
+def _images_at_once(net: nn.Module, inputs: torch.Tensor) -> int:
+    """The batch for many-pass methods: what fits in MEMORY_BUDGET, at most BATCH."""
     return images_per_batch(net, inputs, MEMORY_BUDGET, BATCH)
 
 
-def _ig_batch(net: nn.Module, inputs: torch.Tensor, n_steps: int, bundle: Any = None) -> int:
+def _ig_batch(net: nn.Module, inputs: torch.Tensor, n_steps: int) -> int:
     """Captum's ``internal_batch_size`` for IG: the steps in near-equal chunks of at most
     :func:`_images_at_once` images (50 steps, room for 16: 13+13+13+11, not 16+16+16+2)."""
     n = len(inputs)
-    per_chunk = max(1, _images_at_once(net, inputs, bundle) // n)
+    per_chunk = max(1, _images_at_once(net, inputs) // n)
     chunks = -(-n_steps // per_chunk)
     return -(-n_steps // chunks) * n
 

@@ -67,11 +67,6 @@ class ModelBundle:
             it re-initialises (a stage may span a conv and its BatchNorm).
         gradcam_layer_name: dotted name of Grad-CAM's default layer.
         reason: one sentence on why this model was chosen.
-        image_size: side of the square input ``preprocess`` makes.
-        images_per_pass: images that Integrated Gradients and SmoothGrad send through the
-            network at once for inputs of ``image_size``: the fastest batch whose extra RAM
-            stays under 0.5 GB, measured on 2-core CPUs (``benchmarks/results``). None:
-            size it by ``attribution.MEMORY_BUDGET``.
     """
 
     name: str
@@ -84,7 +79,6 @@ class ModelBundle:
     gradcam_layer_name: str
     reason: str = ""
     image_size: int = 224
-    images_per_pass: int | None = None
     _transform: Callable[[Any], torch.Tensor] = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -291,7 +285,6 @@ def resnet18_bundle(model: nn.Module, reason: str) -> ModelBundle:
         blocks=blocks,
         gradcam_layer_name="layer4",
         reason=reason,
-        images_per_pass=8,  # 21 MB of activations per image; batch 16 is slower per image
     )
 
 
@@ -391,7 +384,6 @@ def _load_efficientnet_lite0(reason: str) -> ModelBundle:
         blocks=blocks,
         gradcam_layer_name="_act_head",
         reason=reason,
-        images_per_pass=4,  # 78 MB per image: batch 4 is 5-10% faster than 2; 8 needs 0.8 GB
     )
 
 

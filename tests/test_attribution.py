@@ -313,23 +313,6 @@ def test_many_pass_methods_stay_within_the_memory_budget(monkeypatch):
     assert sh.attribution._ig_batch(net, torch.cat([x, x]), 50) == 2 * 8  # steps per chunk
 
 
-def test_course_models_use_their_measured_images_per_pass(lite, corella):
-    """EfficientNet-Lite0 runs 4 images at once (measured fastest within 0.5 GB), not the 2
-    that MEMORY_BUDGET gives; an image of another size falls back to the budget."""
-    assert lite.images_per_pass == 4
-    assert sh.attribution._images_at_once(lite.model, corella) == 2  # the budget alone
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sh.CompletenessWarning)
-        ig = _max_batch_seen(lite.model, lambda: sh.attribute(
-            "integrated_gradients", lite, corella, n_steps=10))
-        sg = _max_batch_seen(lite.model, lambda: sh.attribute(
-            "smoothgrad", lite, corella, nt_samples=6))
-    assert ig == 4 and sg == 4  # 10 steps in chunks of 4, 4, 2; 6 samples: 4 + 2
-    small = torch.nn.functional.interpolate(corella, size=112)
-    assert sh.attribution._images_at_once(lite.model, small, lite) == (
-        sh.attribution._images_at_once(lite.model, small))
-
-
 def test_results_do_not_depend_on_the_batch_size(lite, corella):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sh.CompletenessWarning)
