@@ -72,6 +72,13 @@ class Config:
     gemm_n: int = 4096
     gemm_repeats: int = 5
 
+    def sizes_of(self, method: str) -> dict[str, int]:
+        """The benchmarked size of ``method``: IG's steps, SmoothGrad's samples, else {}."""
+        return {
+            "integrated_gradients": {"n_steps": self.ig_steps},
+            "smoothgrad": {"nt_samples": self.sg_samples},
+        }.get(method, {})
+
 
 FULL = Config()
 QUICK = Config(
@@ -157,11 +164,7 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
         _log("floor", start)
 
     def helper(method: str, inputs: Any = x, **kw: Any):
-        defaults = {
-            "integrated_gradients": {"n_steps": cfg.ig_steps},
-            "smoothgrad": {"nt_samples": cfg.sg_samples},
-        }.get(method, {})
-        call = {**defaults, **kw}
+        call = {**cfg.sizes_of(method), **kw}
         targets = [target] * len(inputs)
         # The helpers measure a network's activation memory once per input shape (one
         # forward pass); do it here so that it is not counted in the first measurement.
@@ -179,8 +182,7 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
         sh.attribution.CHANNELS_LAST = False
         try:
             for method in ("integrated_gradients", "smoothgrad"):
-                kw = {"n_steps": cfg.ig_steps} if method == "integrated_gradients" else {
-                    "nt_samples": cfg.sg_samples}
+                kw = cfg.sizes_of(method)
                 m = measure(lambda method=method, kw=kw: sh.attribute(
                     method, first, x, target=[target], **kw), max(1, cfg.repeats - 1))
                 rows.append({"method": method, "impl": "helper, channels-first", **m.as_dict()})
@@ -188,12 +190,8 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
             sh.attribution.CHANNELS_LAST = True
         del first
         for method in METHODS:
-            kw: dict[str, Any] = {}
-            if method == "integrated_gradients":
-                kw["n_steps"] = cfg.ig_steps
-            elif method == "smoothgrad":
-                kw["nt_samples"] = cfg.sg_samples
-            elif method == "grad_cam":
+            kw: dict[str, Any] = dict(cfg.sizes_of(method))
+            if method == "grad_cam":
                 kw["layer"] = b.gradcam_layer_name
             fn = textbook.METHODS[method]
             m = measure(lambda fn=fn, kw=kw: fn(trainable, x, target, **kw), cfg.textbook_repeats)
@@ -235,14 +233,7 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
         stages = [b.layers[round(i * (len(b.layers) - 1) / max(1, k - 1))] for i in range(k)]
         # The methods as benchmarked above (IG-50, SmoothGrad-50), the helpers' defaults (IG
         # with sh.attribution.IG_STEPS steps) and what notebook 06 runs.
-        as_benchmarked = {
-            m: v
-            for m, v in {
-                "integrated_gradients": {"n_steps": cfg.ig_steps},
-                "smoothgrad": {"nt_samples": cfg.sg_samples},
-            }.items()
-            if m in cfg.cascade_methods
-        }
+        as_benchmarked = {m: cfg.sizes_of(m) for m in cfg.cascade_methods if cfg.sizes_of(m)}
         settings = {"as benchmarked": as_benchmarked} if as_benchmarked else {}
         settings["helper defaults"] = {}
         if cfg.notebook_cascade:
