@@ -4,9 +4,10 @@ Use it as ``import saliency_helpers as sh``. Importing it changes no global
 state (no seeds, no thread counts, no plotting themes).
 """
 
-from . import comparison, data, summary, training, widgets
+from . import comparison, data, sanity, summary, training, widgets
 from .attribution import (
     BASELINES,
+    CONTROL_METHODS,
     METHODS,
     CompletenessWarning,
     attribute,
@@ -18,7 +19,7 @@ from .comparison import compare_explanations, summarize
 from .config import quick, scaled
 from .display import offline_charts
 from .grading import check, check_true
-from .images import ImageError, course_photo, denormalize, load_image
+from .images import PHOTO_SET, ImageError, course_photo, course_photos, denormalize, load_image
 from .maps import clip_percentile, normalize, pool, reduce_channels, spearman, to_frame
 from .models import ModelBundle, ModelUnavailableError, load_model
 from .plots import chart_size_bytes, heatmaps, save_png, similarity_lines
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BASELINES",
+    "CONTROL_METHODS",
     "CascadeResult",
     "METHODS",
     "CompletenessWarning",
@@ -46,6 +48,8 @@ __all__ = [
     "clip_percentile",
     "completeness_error",
     "course_photo",
+    "course_photos",
+    "PHOTO_SET",
     "denormalize",
     "heatmaps",
     "load_image",
@@ -58,6 +62,7 @@ __all__ = [
     "randomized_models",
     "reduce_channels",
     "resolve_target",
+    "sanity",
     "save_png",
     "scaled",
     "similarity_chart",

@@ -17,6 +17,7 @@ import torch
 import torchvision.transforms.functional as TF
 from captum.attr import (
     GuidedBackprop,
+    GuidedGradCam,
     InputXGradient,
     IntegratedGradients,
     LayerAttribution,
@@ -59,6 +60,11 @@ COURSE_METHODS = (
     "grad_cam",
     "guided_backprop",
 )
+#: The sanity checks' negative controls (notebooks 06-07): methods whose maps Adebayo et
+#: al. 2018, "Sanity Checks for Saliency Maps" (https://arxiv.org/abs/1810.03292), found to
+#: change little when the weights are randomized. Notebook 05 defines both; they are not
+#: among the methods taught above.
+CONTROL_METHODS = ("guided_backprop", "guided_grad_cam")
 #: The completeness error above which IG warns (Sundararajan et al. 2017, section 3).
 COMPLETENESS_TOLERANCE = 0.05
 
@@ -76,12 +82,15 @@ class Method:
         defaults: keyword arguments passed to ``.attribute`` unless overridden.
         paper: where the method comes from.
         smoothing: for SmoothGrad-style entries, Captum's ``nt_type``.
+        needs_layer: the explainer is built at an inner layer (``layer=``, by default
+            the model's ``gradcam_layer``).
     """
 
     build: Callable[[nn.Module, nn.Module | None], Any]
     defaults: dict[str, Any] = field(default_factory=dict)
     paper: str = ""
     smoothing: str | None = None
+    needs_layer: bool = False
 
 
 METHODS: dict[str, Method] = {
@@ -122,17 +131,30 @@ METHODS: dict[str, Method] = {
         lambda net, layer: LayerGradCam(net, layer),
         {"relu_attributions": True},
         "Selvaraju et al. 2017, https://arxiv.org/abs/1610.02391",
+        needs_layer=True,
     ),
     "guided_backprop": Method(
         lambda net, layer: GuidedBackprop(net),
         {},
-        "Springenberg et al. 2014, https://arxiv.org/abs/1412.6806",
+        "Springenberg, Dosovitskiy, Brox & Riedmiller, Striving for Simplicity: The All "
+        "Convolutional Net, ICLR 2015 workshop, https://arxiv.org/abs/1412.6806",
+    ),
+    # Guided Backprop times the upsampled Grad-CAM map (defined in the Grad-CAM paper).
+    # Captum upsamples with "nearest" by default; the paper and our grad_cam use bilinear,
+    # so that this method is attribute("guided_backprop") * attribute("grad_cam").
+    "guided_grad_cam": Method(
+        lambda net, layer: GuidedGradCam(net, layer),
+        {"interpolate_mode": "bilinear"},
+        "Selvaraju et al. 2017, https://arxiv.org/abs/1610.02391",
+        needs_layer=True,
     ),
 }
 
 _CAPTUM_NOTES = (
     "Input Tensor .* did not already require gradients",
     "Setting backward hooks on ReLU activations",
+    # GuidedGradCam's note for a layer it cannot upsample: we raise a ValueError instead.
+    "Couldn't appropriately interpolate GradCAM",
 )
 
 #: Named IG baselines (all in the model's input space; see :func:`make_baseline`).
@@ -154,7 +176,8 @@ def attribute(
     Args:
         method: a name in :data:`METHODS`: ``"gradient"``, ``"input_x_gradient"``,
             ``"integrated_gradients"``, ``"smoothgrad"``, ``"smoothgrad_sq"``,
-            ``"vargrad"``, ``"grad_cam"`` or ``"guided_backprop"``.
+            ``"vargrad"``, ``"grad_cam"``, ``"guided_backprop"`` or
+            ``"guided_grad_cam"``.
         model: the object from ``load_model`` or a bare ``nn.Module``. It is not
             modified (parameters, ``training`` flag, ``requires_grad``, hooks).
         inputs: tensor ``(N, C, H, W)`` (any ``(N, ...)`` for a bare module),
@@ -176,8 +199,11 @@ def attribute(
             ``nt_samples_batch_size`` (samples per input at once; default as for
             IG's batch, divided by the number of inputs), ``base`` (the method
             under the noise, default ``"gradient"``), ``seed`` (0).
-            grad_cam: ``layer`` (a module or dotted name; default the model's
-            ``gradcam_layer``).
+            grad_cam, guided_grad_cam: ``layer`` (a module or dotted name; default
+            the model's ``gradcam_layer``; required for a bare ``nn.Module``).
+            guided_grad_cam: ``interpolate_mode`` (how Grad-CAM's map is upsampled
+            before it multiplies Guided Backprop; default ``"bilinear"``, Captum's
+            own default is ``"nearest"``).
 
     Returns:
         Attributions shaped like ``inputs`` (Grad-CAM's one map per image is
@@ -206,8 +232,8 @@ def attribute(
         targets = resolve_target(model, inputs, target)
         if spec.smoothing is not None:
             result = _smooth(spec, net, bundle, inputs, targets, kwargs)
-        elif method == "grad_cam":
-            result = _grad_cam(spec, net, bundle, inputs, targets, kwargs)
+        elif spec.needs_layer:
+            result = _at_layer(method, spec, net, bundle, inputs, targets, kwargs)
         else:
             call = {**spec.defaults, **kwargs}
             runner = net
@@ -413,10 +439,14 @@ def _check_inputs(inputs: Any, bundle: Any) -> torch.Tensor:
     return inputs.detach()
 
 
-def _layer(net: nn.Module, bundle: Any, layer: Any) -> nn.Module:
+def _layer(net: nn.Module, bundle: Any, layer: Any, method: str = "grad_cam") -> nn.Module:
     if layer is None:
         if bundle is None:
-            raise ValueError("grad_cam on a bare nn.Module needs layer=<module or dotted name>.")
+            raise ValueError(
+                f"{method} on a bare nn.Module needs layer=: the convolutional layer whose "
+                "Grad-CAM map it uses, as a module of the model or its dotted name from "
+                "net.named_modules()."
+            )
         return bundle.gradcam_layer
     if isinstance(layer, str):
         try:
@@ -428,15 +458,21 @@ def _layer(net: nn.Module, bundle: Any, layer: Any) -> nn.Module:
     raise ValueError("layer must be a module of this model (or its dotted name).")
 
 
-def _grad_cam(spec, net, bundle, inputs, targets, kwargs):
+def _at_layer(method, spec, net, bundle, inputs, targets, kwargs):
+    """grad_cam and guided_grad_cam: resolve ``layer``, build the explainer there."""
     kwargs = dict(kwargs)
-    layer = _layer(net, bundle, kwargs.pop("layer", None))
+    layer = _layer(net, bundle, kwargs.pop("layer", None), method)
     explainer = spec.build(net, layer)
-    cam = explainer.attribute(inputs, target=targets, **{**spec.defaults, **kwargs}).detach()
-    if cam.dim() != 4:
-        raise ValueError(f"grad_cam needs a convolutional layer; {layer} gives shape {cam.shape}.")
-    up = LayerAttribution.interpolate(cam, tuple(inputs.shape[2:]), interpolate_mode="bilinear")
-    return up.expand(-1, inputs.shape[1], -1, -1).contiguous()
+    out = explainer.attribute(inputs, target=targets, **{**spec.defaults, **kwargs}).detach()
+    if out.dim() != 4 or inputs.dim() != 4:
+        # (GuidedGradCam returns an empty tensor when it cannot upsample the map.)
+        raise ValueError(
+            f"{method} needs a convolutional layer and (N, C, H, W) inputs; {layer} gives "
+            f"shape {tuple(out.shape)}."
+        )
+    if out.shape[1:] != inputs.shape[1:]:  # Grad-CAM: one map per image, (N, 1, h, w)
+        out = LayerAttribution.interpolate(out, tuple(inputs.shape[2:]), "bilinear")
+    return out.expand_as(inputs).contiguous()
 
 
 def _smooth(spec, net, bundle, inputs, targets, kwargs):
@@ -446,7 +482,7 @@ def _smooth(spec, net, bundle, inputs, targets, kwargs):
     seed = int(kwargs.pop("seed", 0))
     if noise < 0:
         raise ValueError(f"noise is a fraction of the input range (e.g. 0.15), got {noise}.")
-    if base not in METHODS or METHODS[base].smoothing or base == "grad_cam":
+    if base not in METHODS or METHODS[base].smoothing or METHODS[base].needs_layer:
         raise ValueError(
             f"base must be one of gradient, input_x_gradient, integrated_gradients, "
             f"guided_backprop; got {base!r}."
@@ -515,6 +551,7 @@ class _restored:
 
 __all__ = [
     "BASELINES",
+    "CONTROL_METHODS",
     "METHODS",
     "CompletenessWarning",
     "Method",

@@ -7,6 +7,7 @@ image or raises :class:`ImageError` with the file and the problem named.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,15 @@ COURSE_PHOTOS = {
     "cockatoo": "sulphur_crested_cockatoo.jpg",
 }
 
+#: Photos that ship inside scikit-image (CC0 / public domain; credits in figures/CREDITS.md).
+SKIMAGE_PHOTOS = {
+    "chelsea": "chelsea.png",
+    "coffee": "coffee.png",
+    "rocket": "rocket.jpg",
+}
+#: The photo set of the sanity checks: every photo the course can load offline.
+PHOTO_SET = ("corella", "cockatoo", "chelsea", "coffee", "rocket")
+
 FIGURES_DIR = Path(__file__).resolve().parent.parent / "figures"
 
 
@@ -31,22 +41,32 @@ class ImageError(ValueError):
 
 
 def course_photo(name: str = "corella") -> Path:
-    """Path of one of the course photos in ``figures/``.
+    """Path of one of the course photos.
 
     Args:
         name: ``"corella"`` (the headline photo, a little corella that ImageNet
-            models call class 89, "sulphur-crested cockatoo") or ``"cockatoo"``
-            (an unambiguous sulphur-crested cockatoo).
+            models call class 89, "sulphur-crested cockatoo"), ``"cockatoo"``
+            (an unambiguous sulphur-crested cockatoo), or one of the photos that ship
+            with scikit-image: ``"chelsea"`` (a cat), ``"coffee"`` (a cup of espresso),
+            ``"rocket"`` (a rocket launch).
 
     Returns:
-        The path of the JPEG file.
+        The path of the image file (``figures/`` or scikit-image's data folder).
 
     Example:
         >>> load_image(course_photo("corella")).size
         (500, 650)
     """
+    if name in SKIMAGE_PHOTOS:
+        import skimage.data  # only here: scikit-image is a dependency, but a heavy import
+
+        path = Path(skimage.data.__file__).parent / SKIMAGE_PHOTOS[name]
+        if not path.is_file():
+            raise ImageError(f"scikit-image's bundled photo {path} is missing: reinstall it.")
+        return path
     if name not in COURSE_PHOTOS:
-        raise ValueError(f"Unknown course photo {name!r}; choose one of {sorted(COURSE_PHOTOS)}.")
+        choices = sorted(COURSE_PHOTOS) + sorted(SKIMAGE_PHOTOS)
+        raise ValueError(f"Unknown course photo {name!r}; choose one of {choices}.")
     path = FIGURES_DIR / COURSE_PHOTOS[name]
     if not path.is_file():
         raise ImageError(
@@ -54,6 +74,25 @@ def course_photo(name: str = "corella") -> Path:
             "course (pip install -e .) so that figures/ sits beside saliency_helpers/."
         )
     return path
+
+
+def course_photos(names: Sequence[str] = PHOTO_SET) -> dict[str, Path]:
+    """The photo set of the sanity checks, by name: every one loads offline.
+
+    Args:
+        names: which photos (default :data:`PHOTO_SET`: the two course photos and
+            scikit-image's ``chelsea``, ``coffee`` and ``rocket``).
+
+    Returns:
+        ``{name: path}`` in the order given; pass each to ``bundle.preprocess``.
+
+    Example:
+        >>> xs = [b.preprocess(p) for p in course_photos().values()]
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise ValueError(f"names is empty: give some of {list(PHOTO_SET)}.")
+    return {name: course_photo(name) for name in names}
 
 
 def load_image(src: Any) -> Image.Image:

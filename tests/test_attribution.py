@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from captum.attr import GuidedGradCam
 from checks import assert_same_state, hooks_left, model_state
 from torch import nn
 
@@ -146,6 +147,77 @@ def test_guided_backprop_on_lite_is_not_the_gradient(lite, corella):
     grad = sh.attribute("gradient", lite, corella)
     assert not torch.allclose(gb, grad, atol=1e-4)
     assert torch.allclose(gb, _guided_by_hand(lite.model, corella, 89), atol=1e-5)
+
+
+class TinyStridedNet(nn.Module):
+    """Two ReLUs (Guided Backprop acts on both) and a 4x4 Grad-CAM map under 8x8 inputs."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv1, self.act1 = nn.Conv2d(2, 4, 3, padding=1), nn.ReLU()
+        self.conv2, self.act2 = nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(self.act2(self.conv2(self.act1(self.conv1(x)))).mean(dim=(2, 3)))
+
+
+def test_guided_grad_cam_equals_captum_on_a_tiny_cnn():
+    net = TinyStridedNet().train()  # no BatchNorm or dropout: train and eval agree
+    for p in net.parameters():
+        p.requires_grad_(True)
+    before = model_state(net)
+    x = torch.randn(2, 2, 8, 8)
+    got = sh.attribute("guided_grad_cam", net, x, target=2, layer=net.act2)
+    # Captum's keyword goes through; a dotted name picks the same layer.
+    nearest = sh.attribute(
+        "guided_grad_cam", net, x, target=2, layer="act2", interpolate_mode="nearest"
+    )
+    assert net.training and hooks_left(net) == []
+    assert_same_state(before, net)
+    assert got.shape == x.shape and not got.requires_grad and got.abs().sum() > 0
+    captum = GuidedGradCam(net, net.act2)
+    expected = captum.attribute(x.clone().requires_grad_(True), target=2,
+                                interpolate_mode="bilinear")
+    assert torch.allclose(got, expected.detach(), atol=1e-6)
+    expected_nearest = captum.attribute(x.clone().requires_grad_(True), target=2)
+    assert torch.allclose(nearest, expected_nearest.detach(), atol=1e-6)
+    assert not torch.allclose(got, nearest)  # the two modes really differ here
+
+
+def test_guided_grad_cam_on_the_course_model(lite, corella):
+    before = model_state(lite.model)
+    got = sh.attribute("guided_grad_cam", lite, corella, target=89)
+    expected = GuidedGradCam(lite.model, lite.gradcam_layer).attribute(
+        corella.clone().requires_grad_(True), target=89, interpolate_mode="bilinear"
+    )
+    assert got.shape == corella.shape and not got.requires_grad
+    assert torch.allclose(got, expected.detach(), atol=1e-6)
+    # Guided Backprop times the helper's (bilinear) Grad-CAM, exactly.
+    product = sh.attribute("guided_backprop", lite, corella, target=89) * sh.attribute(
+        "grad_cam", lite, corella, target=89
+    )
+    assert torch.allclose(got, product, atol=1e-6)
+    assert hooks_left(lite.model) == []
+    assert_same_state(before, lite.model)
+
+
+def test_guided_grad_cam_needs_a_layer_on_a_bare_module():
+    net = TinyConvNet().eval()
+    x = torch.randn(1, 2, 5, 5)
+    with pytest.raises(ValueError, match="guided_grad_cam on a bare nn.Module needs layer="):
+        sh.attribute("guided_grad_cam", net, x, target=0)
+    with pytest.raises(ValueError, match="needs a convolutional layer"):
+        sh.attribute("guided_grad_cam", net, x, target=0, layer="fc")
+    with pytest.raises(ValueError, match="base must be one of"):
+        sh.attribute("smoothgrad", net, x, target=0, base="guided_grad_cam")
+    assert hooks_left(net) == []
+
+
+def test_control_methods_are_registered_but_not_taught():
+    assert set(sh.attribution.CONTROL_METHODS) <= set(sh.METHODS)
+    assert "guided_grad_cam" not in sh.attribution.COURSE_METHODS
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)

@@ -134,3 +134,17 @@ def test_denormalize_inverts_preprocess(lite, corella):
     reference = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
     assert (pixels[0] - reference).abs().max() < 1e-5
     assert torch.allclose(sh.denormalize(corella[0], (lite.mean, lite.std)), pixels[0])
+
+
+def test_the_photo_set_loads_offline():
+    photos = sh.course_photos()
+    expected = ["corella", "cockatoo", "chelsea", "coffee", "rocket"]
+    assert list(photos) == list(sh.PHOTO_SET) == expected
+    for name, path in photos.items():
+        image = sh.load_image(path)
+        assert image.mode == "RGB" and min(image.size) >= 224, name
+    assert list(sh.course_photos(["coffee", "corella"])) == ["coffee", "corella"]
+    with pytest.raises(ValueError, match="Unknown course photo"):
+        sh.course_photos(["astronaut"])
+    with pytest.raises(ValueError, match="empty"):
+        sh.course_photos([])

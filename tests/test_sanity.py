@@ -228,7 +228,9 @@ def test_cascade_shapes(lite, top_down):
     result, _ = top_down
     stages = ["original", lite.layers[0], lite.layers[len(lite.layers) // 2], lite.layers[-1]]
     assert result.stages == stages
-    assert list(result.similarity.columns) == ["method", "stage", "metric", "value"]
+    assert list(result.similarity.columns) == [
+        "method", "stage", "image", "seed", "metric", "value"
+    ]
     assert len(result.similarity) == len(CHEAP) * len(stages) * len(sanity.METRICS)
     assert list(pd_unique(result.similarity.stage)) == stages
     assert list(result.maps.columns) == ["method", "stage", "row", "col", "value"]
@@ -236,7 +238,8 @@ def test_cascade_shapes(lite, top_down):
     assert result.tensors[("gradient", "original")].shape == (224, 224)
     orig = result.similarity[result.similarity.stage == "original"]
     assert np.allclose(orig.value, 1.0)
-    assert set(result.edges.columns) == {"method", "metric", "value"}
+    assert set(result.edges.columns) == {"method", "image", "metric", "value"}
+    assert result.references.empty  # one seed: no floor
     assert result.table("spearman_abs").shape == (len(stages), len(CHEAP))
 
 
@@ -244,28 +247,93 @@ def pd_unique(series):
     return dict.fromkeys(series).keys()
 
 
-def test_the_course_numbers(lite, top_down):
-    """The paper's direction on EfficientNet-Lite0 and the corella (see DESIGN.md)."""
-    result, _ = top_down
-    abs_ = result.table("spearman_abs")
-    signed = result.table("spearman_signed")
-    half, last = lite.layers[len(lite.layers) // 2], lite.layers[-1]
-    grad_half = abs(abs_.loc[half, "gradient"])
-    gbp_half = abs(abs_.loc[half, "guided_backprop"])
-    print(abs_.round(3), signed.round(3), sep="\n")
-    assert grad_half <= 0.5
-    assert gbp_half >= 0.6
-    assert gbp_half >= 2 * grad_half
-    assert abs(abs_.loc[last, "gradient"]) < 0.3
-    assert signed.loc[result.stages[1:], "grad_cam"].min() < 0.5
-    assert signed.loc[last, "grad_cam"] < 0.5
+@pytest.fixture(scope="module")
+def many(lite):
+    """The cheap methods over the five photos and two seeds, at three stages."""
+    xs = [lite.preprocess(p) for p in sh.course_photos().values()]
+    stages = [lite.layers[0], lite.layers[len(lite.layers) // 2], lite.layers[-1]]
+    return sanity.cascade(
+        lite, xs, CHEAP + ["guided_grad_cam"], seeds=(0, 1), stages=stages,
+        images=list(sh.PHOTO_SET),
+    )  # fmt: skip
 
 
-@pytest.mark.filterwarnings("ignore::saliency_helpers.CompletenessWarning")
+def test_many_photos_and_seeds_give_tidy_frames_and_references(many):
+    n_img, n_seed, n_stage = len(sh.PHOTO_SET), 2, 3
+    methods = CHEAP + ["guided_grad_cam"]
+    sim = many.similarity
+    assert set(sim.image) == set(sh.PHOTO_SET) and set(sim.seed) == {0, 1}
+    randomized = sim[sim.stage != "original"]
+    assert len(randomized) == len(methods) * n_stage * n_img * n_seed * len(sanity.METRICS)
+    refs = many.references
+    assert set(refs.reference) == {"floor", "ceiling"}
+    floor = refs[refs.reference == "floor"]
+    # two seeds: one pair per stage and image
+    assert len(floor) == len(methods) * n_stage * n_img * len(sanity.METRICS)
+    ceiling = refs[refs.reference == "ceiling"]
+    assert np.allclose(ceiling.value, 1.0)  # deterministic methods repeat exactly
+    assert len(many.targets) == n_img and many.targets[0] == many.target
+    assert set(many.edges.image) == set(sh.PHOTO_SET)
+    summary = many.summary()
+    assert set(summary.kind) == {"trained vs randomized", "floor", "ceiling"}
+
+
+def test_the_course_verdicts(many):
+    """The claims the course makes, decided by the stated rule over 5 photos x 2 seeds."""
+    for metric in ("spearman_abs", "spearman_signed"):
+        verdicts = many.verdicts(metric).set_index("method")
+        print(metric, verdicts.round(3).to_string(), sep="\n")
+        assert verdicts.loc["guided_backprop", "verdict"] == "fails"
+        # Guided Grad-CAM inherits Grad-CAM's spread: on these photos it never passes.
+        assert verdicts.loc["guided_grad_cam", "verdict"] != "passes"
+        assert verdicts.loc["gradient", "verdict"] == "passes"
+        assert set(verdicts.verdict) <= {"passes", "fails", "inconclusive"}
+        assert {"first_mean", "first_sd", "ceiling", "floor", "threshold", "margin"} <= set(
+            verdicts.columns
+        )
+    outcomes = many.stage_outcomes()
+    assert len(outcomes) == 4 * 3
+
+
+def test_decide_known_answers():
+    assert sanity.decide([0.1, 0.2, 0.15], 1.0, [0.1, 0.2, 0.1])["outcome"] == "changed"
+    assert sanity.decide([0.99, 0.98, 1.0], 1.0, [0.1, 0.2, 0.1])["outcome"] == "unchanged"
+    # halfway, with a spread: no decision
+    assert sanity.decide([0.3, 0.8, 0.5, 0.6], 1.0, [0.1, 0.2])["outcome"] == "undecided"
+    d = sanity.decide([0.2, np.nan, 0.3], [1.0, 1.0], [0.0, 0.2])
+    assert d["n"] == 2 and d["n_undefined"] == 1
+    assert d["threshold"] == pytest.approx(0.55)
+    se_t = np.std([0.2, 0.3], ddof=1) / np.sqrt(2)
+    se_f = np.std([0.0, 0.2], ddof=1) / np.sqrt(2)
+    assert d["margin"] == pytest.approx(2 * np.sqrt(se_t**2 + se_f**2 / 4))
+    # references closer than the tested spread cannot resolve anything, however many samples
+    close = sanity.decide([0.990, 0.991, 0.992] * 100, [0.994] * 300, [0.990] * 300)
+    assert not close["resolved"] and close["outcome"] == "undecided"
+    assert sanity.decide([0.1, 0.2, 0.15], 1.0, [0.1, 0.2, 0.1])["resolved"]
+    # one defined value is not enough to decide, however far from the threshold
+    assert sanity.decide([0.0, np.nan], 1.0, 0.0)["outcome"] == "undecided"
+    # noise agrees with nothing, itself included: its 'change' means nothing
+    gen = np.random.default_rng(0)
+    noise = gen.normal(0, 0.01, 30)
+    assert sanity.decide(noise, noise + 0.001, noise - 0.001)["outcome"] == "undecided"
+
+
+def test_a_constant_map_is_nan_never_a_pass():
+    """One zero-map policy: no ranking, NaN, counted; never 0 (a free pass) or 1."""
+    a = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    zero = torch.zeros_like(a)
+    sim = sanity.similarity(a, zero)
+    assert math.isnan(sim["spearman_abs"]) and math.isnan(sim["spearman_signed"])
+    assert math.isnan(sanity.similarity(zero, zero)["spearman_abs"])
+    d = sanity.decide([float("nan")] * 4 + [0.9, 0.95], 1.0, [0.1, 0.2])
+    assert d["n_undefined"] == 4 and d["n"] == 2 and d["tested_mean"] == pytest.approx(0.925)
+
+
 def test_cascade_uses_the_same_method_and_the_original_target(lite, corella):
-    """Each stage's map is the SAME method on the randomized copy, for the trained prediction."""
-    kw = {"integrated_gradients": {"n_steps": 4}, "smoothgrad": {"nt_samples": 2}}
-    methods = ["integrated_gradients", "smoothgrad", "grad_cam"]
+    """Each stage's map is the SAME method on the randomized copy, for the trained prediction;
+    noisy methods draw their noise with a seed of their own on every network."""
+    kw = {"smoothgrad": {"nt_samples": 2}}
+    methods = ["smoothgrad", "grad_cam", "guided_grad_cam"]
     stage = lite.layers[1]
     result = sanity.cascade(lite, corella, methods, stages=[stage], method_kwargs=kw)
     predicted = lite.predict(corella, k=1).class_index[0]
@@ -274,8 +342,10 @@ def test_cascade_uses_the_same_method_and_the_original_target(lite, corella):
     with torch.inference_mode():
         assert net(corella).argmax().item() != predicted  # so fixing the target matters
     for method in methods:
-        extra = {"layer": lite.gradcam_layer_name} if method == "grad_cam" else {}
-        for where, model in (("original", lite), (stage, net)):
+        extra = {"layer": lite.gradcam_layer_name} if "grad_cam" in method else {}
+        for where, model, noise_seed in (("original", lite, 0), (stage, net, 2)):
+            if method == "smoothgrad":
+                extra = {"seed": noise_seed}
             expected = sh.attribute(
                 method, model, corella, target=predicted, **kw.get(method, {}), **extra
             )
@@ -283,18 +353,98 @@ def test_cascade_uses_the_same_method_and_the_original_target(lite, corella):
             assert torch.allclose(got, expected[0].sum(0), atol=1e-6), (method, where)
 
 
+def _tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+    )  # fmt: skip
+    return net.eval()
+
+
+def test_integrated_gradients_is_converged_in_the_cascade():
+    """IG's steps come from the completeness rule on the trained model, reported per image."""
+    net = _tiny_cnn()
+    xs = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    result = sanity.cascade(
+        net, xs, ["integrated_gradients"], target=[0, 1, 2], seeds=(0, 1),
+        layers=["6", "2", "0"],
+    )  # fmt: skip
+    assert result.ig_steps in sanity.IG_STEP_LADDER
+    assert list(result.completeness.index) == ["0", "1", "2"]
+    assert (result.completeness <= 0.05).all()
+    again = sh.attribute("integrated_gradients", net, xs[:1], target=0, n_steps=result.ig_steps)
+    err = sh.completeness_error(net, xs[:1], again, 0)
+    assert err == pytest.approx(result.completeness["0"], rel=1e-4, abs=1e-7)
+    # f(x) = (w.x)^2: a left Riemann sum with 2 steps gets half of f(x) - f(0), a 50% error
+    square = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 2), _Square()).eval()
+    with pytest.raises(ValueError, match="does not converge"):
+        sanity.cascade(
+            square, xs, ["integrated_gradients"], target=0, layers=["1"],
+            method_kwargs={"integrated_gradients": {"n_steps": 2, "method": "riemann_left"}},
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="n_steps"):
+        sanity.cascade(
+            net, xs, ["integrated_gradients"], target=0, layers=["6"],
+            method_kwargs={"integrated_gradients": {"n_steps": 1}},
+        )  # fmt: skip
+
+
+class _Square(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x**2
+
+
+def test_both_reinitialisations(lite):
+    """'default' is each layer's reset_parameters(); 'training' the architecture's own."""
+    stage = lite.layers[-1]  # the stem: a 3x3 convolution and its BatchNorm
+    _, net_default = next(sanity.randomized_models(lite, stages=[stage], init="default"))
+    _, net_training = next(sanity.randomized_models(lite, stages=[stage], init="training"))
+    _, net_auto = next(sanity.randomized_models(lite, stages=[stage]))
+    conv = next(n for n in lite.blocks[stage]
+                if isinstance(lite.model.get_submodule(n), nn.Conv2d))  # fmt: skip
+    w_default = net_default.get_submodule(conv).weight
+    w_training = net_training.get_submodule(conv).weight
+    assert torch.equal(net_auto.get_submodule(conv).weight, w_training)  # auto = training
+    fan_in = w_default[0].numel()
+    fan_out = w_default.shape[0] * w_default[0, 0].numel()
+    # PyTorch's default: U(-b, b), b = 1/sqrt(fan_in), so variance 1/(3 fan_in);
+    # EfficientNet's training-time draw: N(0, 2 / fan_out)
+    assert w_default.var().item() == pytest.approx(1 / (3 * fan_in), rel=0.3)
+    assert w_training.var().item() == pytest.approx(2 / fan_out, rel=0.3)
+    # A 3x3 convolution with as many input as output channels (ResNet's): 6x the variance
+    conv3 = nn.Conv2d(64, 64, 3, bias=False)
+    sh.models.resnet_training_init(conv3)
+    v_training = conv3.weight.var().item()
+    conv3.reset_parameters()
+    assert v_training / conv3.weight.var().item() == pytest.approx(6.0, rel=0.15)
+    calls = []
+
+    def mine(module):
+        calls.append(isinstance(module, nn.Conv2d))
+        return sanity._reset(module)
+
+    next(sanity.randomized_models(lite, stages=[stage], init=mine))
+    assert any(calls)
+    net = nn.Sequential(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="training-time initialiser"):
+        next(sanity.randomized_models(net, layers=["0"], init="training"))
+    with pytest.raises(ValueError, match="Unknown init"):
+        next(sanity.randomized_models(lite, init="xavier"))
+
+
 def test_similarity_metrics_known_answers():
     gen = torch.Generator().manual_seed(0)
     a = torch.rand(3, 32, 32, generator=gen)
     sim = sanity.similarity(a, a)
-    assert sim == {"spearman_signed": 1.0, "spearman_abs": 1.0, "ssim": 1.0}
+    assert sim == pytest.approx({"spearman_signed": 1.0, "spearman_abs": 1.0, "ssim": 1.0})
     assert sanity.similarity(a, -a)["spearman_signed"] == pytest.approx(-1.0)
     assert sanity.similarity(a, -a)["spearman_abs"] == pytest.approx(1.0)
     b = torch.rand(3, 32, 32, generator=gen)
     expected = spearmanr(a.sum(0).ravel(), b.sum(0).ravel()).statistic
     assert sanity.similarity(a, b)["spearman_signed"] == pytest.approx(expected)
     assert abs(sanity.similarity(a, b)["spearman_abs"]) < 0.2
-    assert sanity.similarity(a, torch.zeros_like(a))["spearman_abs"] == 0.0
+    assert math.isnan(sanity.similarity(a, torch.zeros_like(a))["spearman_abs"])
     with pytest.raises(ValueError, match="size"):
         sanity.similarity(a, torch.rand(3, 16, 16))
 
@@ -308,12 +458,21 @@ def test_edge_map_is_the_sobel_of_the_photo(lite, corella):
 
 
 def test_cascade_rejects_bad_input(lite, corella):
-    with pytest.raises(ValueError, match="one image"):
-        sanity.cascade(lite, corella.expand(2, -1, -1, -1), ["gradient"])
+    with pytest.raises(ValueError, match="differ in size"):
+        sanity.cascade(lite, [corella, corella[..., :200, :200]], ["gradient"])
     with pytest.raises(ValueError, match="method_kwargs"):
         sanity.cascade(lite, corella, ["gradient"], method_kwargs={"smoothgrad": {}})
     with pytest.raises(ValueError, match="not in the model's layers"):
         sanity.cascade(lite, corella, ["gradient"], stages=["fc"])
+    with pytest.raises(ValueError, match="seeds"):
+        sanity.cascade(lite, corella, ["gradient"], seeds=(1, 1))
+    with pytest.raises(ValueError, match="Unknown method"):
+        sanity.cascade(lite, corella, ["gradients"])
+    with pytest.raises(ValueError, match="images names"):
+        sanity.cascade(lite, corella, ["gradient"], images=["a", "b"])
+    one_seed = sanity.cascade(lite, corella, ["grad_cam"], stages=[lite.layers[0]])
+    with pytest.raises(ValueError, match="no references"):
+        one_seed.verdicts()
 
 
 # ---------------------------------------------------------------------------
@@ -343,3 +502,13 @@ def test_grid_worst_case_fits_the_budget():
     grid = sanity.cascade_grid(fake)
     size = sh.chart_size_bytes(grid)
     assert size <= 1_000_000, size
+
+
+def test_similarity_chart_draws_spread_and_references(many):
+    chart = sanity.similarity_chart(many, "spearman_signed")
+    assert sh.chart_size_bytes(chart) <= 1_000_000
+    spec = chart.to_dict()
+    kinds = {row["kind"] for row in spec["datasets"][next(iter(spec["datasets"]))]}
+    assert kinds == {"trained vs randomized", "floor", "ceiling", "threshold"}
+    marks = [layer["mark"]["type"] for layer in spec["spec"]["layer"]]
+    assert "area" in marks and "line" in marks  # the sd band and the means
