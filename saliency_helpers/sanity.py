@@ -1103,7 +1103,9 @@ def similarity_chart(
         tooltip=["method", "stage", "kind", alt.Tooltip("mean:Q", format=".3f"),
                  alt.Tooltip("sd:Q", format=".3f")],
     )  # fmt: skip
-    n = result.similarity.query("stage != @ORIGINAL").groupby(["image", "seed"]).ngroups
+    pairs = [c for c in ("image", "seed") if c in result.similarity.columns]
+    randomized = result.similarity[result.similarity.stage != ORIGINAL]
+    n = randomized.groupby(pairs).ngroups if pairs else 1
     chart = (
         alt.layer(band.transform_filter("datum.kind != 'ceiling' && datum.kind != 'threshold'"),
                   line, data=lines)
