@@ -28,6 +28,21 @@ def test_every_lecture_has_its_solution_and_exercise():
     assert lectures == {p.name for p in EXERCISES}
 
 
+LECTURES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", LECTURES, ids=[p.stem for p in LECTURES])
+def test_every_lecture_is_cut_into_slides(path):
+    """Instructors present the lectures as slides: the title and every `## ` section start one."""
+    nb = nbformat.read(path, as_version=4)
+    kind = [c.metadata.get("slideshow", {}).get("slide_type") for c in nb.cells]
+    assert kind[0] == "slide", f"{path.name}: the title cell should start a slide"
+    for cell, k in zip(nb.cells, kind):
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("## "):
+            heading = cell.source.lstrip().splitlines()[0]
+            assert k == "slide", f"{path.name}: {heading!r} should start a slide"
+
+
 @pytest.mark.parametrize("path", EXERCISES, ids=[p.stem for p in EXERCISES])
 def test_untouched_exercise_fails_only_with_not_implemented(path):
     nb = nbformat.read(path, as_version=4)

@@ -307,7 +307,9 @@ def test_decide_known_answers():
     se_f = np.std([0.0, 0.2], ddof=1) / np.sqrt(2)
     assert d["margin"] == pytest.approx(2 * np.sqrt(se_t**2 + se_f**2 / 4))
     # references closer than the tested spread cannot resolve anything, however many samples
-    close = sanity.decide([0.990, 0.991, 0.992] * 100, [0.994] * 300, [0.990] * 300)
+    # (tested sd 0.005 > ceiling - floor = 0.004)
+    close = sanity.decide([0.985, 0.991, 0.997] * 100, [0.994] * 300, [0.990] * 300)
+    assert close["tested_sd"] > close["ceiling_mean"] - close["floor_mean"]
     assert not close["resolved"] and close["outcome"] == "undecided"
     assert sanity.decide([0.1, 0.2, 0.15], 1.0, [0.1, 0.2, 0.1])["resolved"]
     # one defined value is not enough to decide, however far from the threshold
