@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from saliency_helpers.perf import FlopCount
+from benchmarks.flops import FlopCount
 
 #: The issue's budget of extra RAM for one call, "0.5 GB", in MiB (a little stricter).
 RAM_LIMIT_MB = 500.0

@@ -131,8 +131,9 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
 
     import saliency_helpers as sh
     from benchmarks import fold, models, textbook
+    from benchmarks.flops import FlopCount
     from benchmarks.measure import PeakRAM, measure
-    from saliency_helpers.perf import FlopCount, channels_last_weights
+    from saliency_helpers._batching import channels_last_weights
 
     _silence()
     torch.manual_seed(0)
@@ -419,9 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from benchmarks import report
+    from benchmarks.flops import gemm_gflops
     from benchmarks.measure import loadavg
     from benchmarks.models import MODELS
-    from saliency_helpers.perf import gemm_gflops
 
     names = [m for m in args.models.split(",") if m]
     bad = sorted(set(names) - set(MODELS))

@@ -27,7 +27,7 @@ from captum.attr import (
 )
 from torch import nn
 
-from .perf import ChannelsLast, channels_last_weights, images_per_batch, uses_convolutions
+from ._batching import ChannelsLast, channels_last_weights, images_per_batch, uses_convolutions
 
 #: IG's default number of steps: the smallest that keeps the completeness error
 #: below the IG paper's 5% on both course photos, zero and black baselines
@@ -45,7 +45,7 @@ BATCH = 64
 MEMORY_BUDGET = 170 * 2**20
 #: Run the many-pass methods (Integrated Gradients, the SmoothGrad family) of a CNN
 #: on channels-last inputs, unless its weights are stored channels-last already: the
-#: same function, computed with fewer memory reorders (see ``perf.ChannelsLast`` and
+#: same function, computed with fewer memory reorders (see ``_batching.ChannelsLast`` and
 #: benchmarks/). Float sums are added in another order than in a channels-first loop,
 #: so results differ from one at float32 rounding level (a unit within ~1e-6 of a ReLU
 #: kink can switch side); set to False to match such a loop bit for bit.

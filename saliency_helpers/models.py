@@ -48,9 +48,9 @@ from torchvision import transforms
 from torchvision.models import ResNet18_Weights, resnet18
 from torchvision.models.resnet import BasicBlock
 
+from .config import MODEL_ENV
 from .images import load_image
 
-MODEL_ENV = "SALIENCY_MODEL"
 MODEL_NAMES = ("resnet18", "efficientnet_lite0", "efficientnet_lite2")
 #: Seconds to wait for the weights server before falling back to the offline model.
 PROBE_TIMEOUT = 3.0

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import altair as alt
 import numpy as np
@@ -27,14 +29,17 @@ import torch
 import vl_convert
 from PIL import Image
 
-from .maps import reduce_channels, to_2d
+from .display import vl_convert_version
+from .maps import pool, reduce_channels, to_2d
 
 __all__ = [
     "DIVERGING",
     "SEQUENTIAL",
     "chart_size_bytes",
+    "cascade_grid",
     "heatmaps",
     "save_png",
+    "similarity_chart",
     "similarity_lines",
 ]
 
@@ -288,11 +293,137 @@ def save_png(chart: alt.TopLevelMixin, path, scale: float = 2) -> pathlib.Path:
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Render with the Vega-Lite version Altair wrote the spec for, when vl-convert has it.
-    version = "_".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
-    known = {v.replace(".", "_") for v in vl_convert.get_vegalite_versions()}
-    png = vl_convert.vegalite_to_png(
-        chart.to_json(), vl_version=version if version in known else None, scale=scale
-    )
+    spec = chart.to_dict()
+    version = vl_convert_version(spec.get("$schema", ""))
+    png = vl_convert.vegalite_to_png(json.dumps(spec), vl_version=version, scale=scale)
     path.write_bytes(png)
     return path
+
+
+# --------------------------------------------------------------------------- the cascade
+
+
+def cascade_grid(
+    result: Any,
+    stages: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    size: int = 96,
+    resolution: int = 112,
+    title: str | None = None,
+) -> alt.VConcatChart:
+    """The cascade's maps as a grid: one row per method, one column per randomization depth.
+
+    Each panel shows ``|map|`` (channel sum), average-pooled to ``resolution``
+    pixels and scaled to its own 99th percentile (so a faint map is still
+    visible: compare structure, not brightness).
+
+    Args:
+        result: from :func:`saliency_helpers.sanity.cascade`.
+        stages: columns (default: the original and up to six stages spread over the cascade).
+        methods: rows (default all of ``result.methods``).
+        size: panel side in px.
+        resolution: side of the pooled maps (smaller keeps the chart under 1 MB).
+        title: chart title.
+
+    Returns:
+        An Altair chart (check ``sh.chart_size_bytes(chart)`` < 1 MB).
+
+    Example:
+        >>> cascade_grid(res, methods=["gradient", "guided_backprop"])
+    """
+    methods = list(result.methods if methods is None else methods)
+    if stages is None:
+        randomized = result.stages[1:]
+        pick = np.unique(np.linspace(0, len(randomized) - 1, min(6, len(randomized))).round())
+        stages = [result.stages[0], *[randomized[int(i)] for i in pick]]
+    stages = list(stages)
+    missing = [(m, s) for m in methods for s in stages if (m, s) not in result.tensors]
+    if missing:
+        raise ValueError(f"no map for (method, stage) {missing[:3]}; stages: {result.stages}.")
+    panels = {
+        f"{m} · {s}": pool(result.tensors[(m, s)].abs(), resolution)
+        for m in methods
+        for s in stages
+    }
+    return heatmaps(
+        panels,
+        signed=False,
+        shared_scale=False,
+        clip=99.0,
+        columns=len(stages),
+        size=size,
+        title=title or f"|map| as more layers are randomized ({result.order}); left: trained",
+    )
+
+
+def similarity_chart(
+    result: Any, metric: str = "spearman_abs", title: str | None = None
+) -> alt.FacetChart | alt.Chart:
+    """Similarity to the trained model's map vs randomization depth, mean ± sd, with references.
+
+    One panel per method. The solid line is the mean over images and seeds of the
+    similarity between the trained and the randomized model's maps, the band its ± 1 sd;
+    with references (two or more seeds) the grey line and band are the floor at each stage
+    (two independently randomized networks), the dotted line the ceiling and the dashed
+    line the verdict threshold of ``CascadeResult.verdicts``.
+
+    Args:
+        result: from :func:`saliency_helpers.sanity.cascade`.
+        metric: one of ``sanity.METRICS``.
+        title: chart title.
+
+    Returns:
+        A faceted Altair chart (under 1 MB).
+
+    Example:
+        >>> similarity_chart(res, "spearman_signed")
+    """
+    summary = result.summary(metric)
+    # The trained map vs itself is the ceiling's point, drawn with the ceiling.
+    keep = (summary.kind == "trained vs randomized") & (summary.stage != result.stages[0])
+    lines = summary[keep | (summary.kind == "floor")].copy()
+    if not result.references.empty and result.order != "independent":
+        outcomes = result.stage_outcomes(metric)
+        for kind, column in (("ceiling", "ceiling_mean"), ("threshold", "threshold")):
+            extra = outcomes[["method", "stage", column]].rename(columns={column: "mean"})
+            first = extra.groupby("method", sort=False).head(1).assign(stage=result.stages[0])
+            extra = pd.concat([first, extra]).assign(kind=kind, sd=0.0)
+            lines = pd.concat([lines, extra], ignore_index=True)
+    lines["sd"] = lines["sd"].fillna(0.0)
+    lines["lo"], lines["hi"] = lines["mean"] - lines["sd"], lines["mean"] + lines["sd"]
+    kinds = [k for k in ("trained vs randomized", "floor", "ceiling", "threshold")
+             if k in set(lines.kind)]  # fmt: skip
+    colors = {"trained vs randomized": "#1f77b4", "floor": "#7f7f7f", "ceiling": "#2ca02c",
+              "threshold": "#d62728"}  # fmt: skip
+    dashes = {"trained vs randomized": [1, 0], "floor": [1, 0], "ceiling": [2, 2],
+              "threshold": [6, 3]}  # fmt: skip
+    x = alt.X("stage:N", sort=result.stages, axis=alt.Axis(labelAngle=-45), title=None)
+    color = alt.Color(
+        "kind:N", title=None, scale=alt.Scale(domain=kinds, range=[colors[k] for k in kinds]),
+        legend=alt.Legend(orient="bottom", symbolType="stroke"),
+    )  # fmt: skip
+    base = alt.Chart().encode(x=x, color=color)
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=metric), y2="hi:Q")
+    line = base.mark_line(point=True).encode(
+        y="mean:Q",
+        strokeDash=alt.StrokeDash(
+            "kind:N", legend=None,
+            scale=alt.Scale(domain=kinds, range=[dashes[k] for k in kinds]),
+        ),
+        tooltip=["method", "stage", "kind", alt.Tooltip("mean:Q", format=".3f"),
+                 alt.Tooltip("sd:Q", format=".3f")],
+    )  # fmt: skip
+    pairs = [c for c in ("image", "seed") if c in result.similarity.columns]
+    randomized = result.similarity[result.similarity.stage != result.stages[0]]
+    n = randomized.groupby(pairs).ngroups if pairs else 1
+    chart = (
+        alt.layer(band.transform_filter("datum.kind != 'ceiling' && datum.kind != 'threshold'"),
+                  line, data=lines)
+        .properties(width=170, height=150)
+        .facet(column=alt.Column("method:N", sort=result.methods, title=None))
+    )  # fmt: skip
+    default = (
+        f"{metric} with the trained model's map ({result.order}); mean ± sd over "
+        f"{len(result.images)} images x {len(result.seeds)} seeds ({n} pairs)"
+    )
+    return chart.properties(title=title or default)

@@ -2,7 +2,7 @@
 
 Each explorer is a small class holding ipywidgets controls, a status line and an
 ``ipywidgets.Output`` that shows an Altair chart from :func:`~saliency_helpers.plots.heatmaps`
-or :func:`~saliency_helpers.sanity.cascade_grid`. It recomputes at most what changed:
+or :func:`~saliency_helpers.plots.cascade_grid`. It recomputes at most what changed:
 attributions are kept in a dict on the explorer, keyed by the settings that produced them,
 so going back to an earlier setting costs nothing (``.computations`` counts the attribution
 runs actually made). Nothing is cached at module level and importing this module changes no
@@ -57,14 +57,13 @@ from .config import scaled
 from .images import denormalize
 from .maps import pool, reduce_channels
 from .models import ModelBundle
-from .plots import heatmaps, similarity_lines
+from .plots import cascade_grid, heatmaps, similarity_lines
 from .sanity import (
     FRAME_SIZE,
     METRICS,
     ORDERS,
     ORIGINAL,
     CascadeResult,
-    cascade_grid,
     edge_map,
     randomized_models,
     similarity,

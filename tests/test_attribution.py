@@ -14,8 +14,8 @@ from checks import assert_same_state, hooks_left, model_state
 from torch import nn
 
 import saliency_helpers as sh
+from saliency_helpers._batching import ChannelsLast, saved_bytes_per_input
 from saliency_helpers.models import GuidedReLU6
-from saliency_helpers.perf import ChannelsLast, saved_bytes_per_input
 
 ALL_METHODS = sorted(sh.METHODS)
 QUICK = {

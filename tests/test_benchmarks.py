@@ -13,15 +13,10 @@ import torch
 from torch import nn
 
 from benchmarks import report
+from benchmarks.flops import FlopCount, gemm_gflops
 from benchmarks.fold import conv_bn_pairs, inference_copy
 from benchmarks.measure import PeakRAM, measure
-from saliency_helpers.perf import (
-    ChannelsLast,
-    FlopCount,
-    channels_last_weights,
-    gemm_gflops,
-    images_per_batch,
-)
+from saliency_helpers._batching import ChannelsLast, channels_last_weights, images_per_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESNET18_FORWARD_GFLOP = 3.628  # 1.814 G multiply-adds at 224 px (torchvision's model card)

@@ -24,7 +24,8 @@ import pytest
 from chromium import chromium
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from saliency_helpers import export as ex
+from saliency_helpers.course import common
+from saliency_helpers.course import export as ex
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ("file:", "data:", "blob:", "about:")
@@ -51,7 +52,7 @@ TOY_CELLS = [
 def make_toy(out_dir: Path) -> Path:
     """A tiny notebook executed by a real kernel: two charts (Altair's default html renderer
     and the vega-lite mimetype), math, a widget, slide metadata on the markdown cells."""
-    from saliency_helpers.kernels import notebook_client
+    from saliency_helpers.course.kernels import notebook_client
 
     nb = new_notebook()
     for kind, source in TOY_CELLS:
@@ -163,7 +164,7 @@ def assert_renders(seen: Page, n_charts: int, *, math: bool = True, slides: bool
 @pytest.mark.parametrize("to", ["html", "slides"])
 def test_toy_notebook_renders_offline(browser, toy, tmp_path, to):
     nb = nbformat.read(toy, as_version=4)
-    n_charts = len(ex.chart_outputs(nb))
+    n_charts = len(common.chart_outputs(nb))
     assert n_charts == 2
     path = ex.export_notebook(toy, to, out=tmp_path)
     seen = open_page(browser, path, slides=to == "slides")
@@ -231,7 +232,7 @@ LECTURES = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"
 def test_lecture_notebook_renders_offline(browser, course_result, tmp_path, name, to):
     lecture = next(r.executed for r in course_result.runs if r.name == name)
     nb = nbformat.read(lecture, as_version=4)
-    n_charts = len(ex.chart_outputs(nb))
+    n_charts = len(common.chart_outputs(nb))
     assert n_charts >= 1, f"{name} should show its charts"
     path = ex.export_notebook(lecture, to, out=tmp_path)
     seen = open_page(browser, path, slides=to == "slides")

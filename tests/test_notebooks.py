@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from saliency_helpers.kernels import notebook_client
+from saliency_helpers.course.kernels import notebook_client
 
 ROOT = Path(__file__).resolve().parent.parent
 EXERCISES = sorted((ROOT / "exercises").glob("[0-9][0-9]_*.ipynb"))
@@ -37,7 +37,7 @@ def test_every_lecture_is_cut_into_slides(path):
     nb = nbformat.read(path, as_version=4)
     kind = [c.metadata.get("slideshow", {}).get("slide_type") for c in nb.cells]
     assert kind[0] == "slide", f"{path.name}: the title cell should start a slide"
-    for cell, k in zip(nb.cells, kind):
+    for cell, k in zip(nb.cells, kind, strict=True):
         if cell.cell_type == "markdown" and cell.source.lstrip().startswith("## "):
             heading = cell.source.lstrip().splitlines()[0]
             assert k == "slide", f"{path.name}: {heading!r} should start a slide"

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m saliency_helpers.export build/notebooks/01_gradients.ipynb [MORE.ipynb ...]
+    saliency-course export build/notebooks/01_gradients.ipynb [MORE.ipynb ...]
                                       [--to html|slides|both] [--out DIR]
 
 Each notebook becomes one self-contained file, ``DIR/<name>.html`` (the notebook as a page,
@@ -56,24 +56,21 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Literal
 
 import nbformat
 
+from ..display import vl_convert_version
+from .common import Chart, OfflineExportError, chart_outputs
+
 Format = Literal["html", "slides"]
 WidgetPolicy = Literal["note", "drop", "text"]
 FORMATS: tuple[str, ...] = ("html", "slides")
 SUFFIX = {"html": ".html", "slides": ".slides.html"}
 
-_VEGA_MIME = re.compile(r"^application/vnd\.(vega|vegalite)\.v(\d+)[.+]json$")  # Altair 6: ".json"
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-_SCHEMA_VERSION = re.compile(r"/schema/(vega|vega-lite)/v(\d+)(?:\.(\d+))?")
-# Where a vega-embed loader script (Altair's renderers and similar) has the spec as JSON.
-_SPEC_STARTS = re.compile(r"(?:\}\)\(|(?:var|let|const)\s+spec\s*=\s*)(?=\{)")
-_OPT_START = re.compile(r"(?:var|let|const)\s+embedOpt\s*=\s*(?=\{)")
 _MATH = re.compile(r"\$|\\\(|\\\[|\\begin\{")
 _OFFSITE = re.compile(r"^\s*(?:https?:)?//", re.IGNORECASE)
 _CSS_URL = re.compile(r"""url\(\s*['"]?([^'")\s]+)|@import\s+['"]([^'"]+)""", re.IGNORECASE)
@@ -82,142 +79,6 @@ NOTE_HTML = (
     '<div class="saliency-widget-note"><em>An interactive widget was here: '
     "run the notebook in JupyterLab to use it.</em></div>"
 )
-
-
-class OfflineExportError(ValueError):
-    """An exported page would need the network (a web image, an unrecognised chart loader)."""
-
-
-@dataclass(frozen=True)
-class Chart:
-    """One chart output found in a notebook.
-
-    Attributes:
-        cell: index of the cell in ``nb.cells``.
-        output: index of the output in that cell's ``outputs``.
-        mode: ``"vega-lite"`` or ``"vega"``.
-        spec: the chart's specification (a JSON-able dict).
-        options: vega-embed options saved with the chart (may be empty).
-    """
-
-    cell: int
-    output: int
-    mode: str
-    spec: dict[str, Any]
-    options: dict[str, Any]
-
-
-# ----------------------------------------------------------------------------- finding charts
-
-
-def _json_at(text: str, pos: int) -> tuple[Any, int] | None:
-    try:
-        return json.JSONDecoder().raw_decode(text, pos)
-    except json.JSONDecodeError:
-        return None
-
-
-def _spec_mode(spec: dict[str, Any], default: str = "vega-lite") -> str:
-    match = _SCHEMA_VERSION.search(str(spec.get("$schema", "")))
-    return match.group(1) if match else default
-
-
-def spec_from_html(html: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Find the chart spec and embed options in a vega-embed loader's ``text/html``.
-
-    Altair's renderers (default ``html``, ``colab``, ``kaggle``, ...) write the spec as JSON
-    into a script that loads vega from a CDN; this reads it back.
-
-    Args:
-        html: one output's ``text/html``.
-
-    Returns:
-        ``(spec, embed_options)``, or None when the HTML holds no vega-embed chart.
-
-    Example:
-        >>> import altair as alt
-        >>> chart = alt.Chart(alt.Data(values=[{"a": 1}])).mark_point().encode(x="a:Q")
-        >>> spec, options = spec_from_html(chart._repr_mimebundle_()[0]["text/html"])
-        >>> spec["mark"]["type"], options["mode"]
-        ('point', 'vega-lite')
-    """
-    if "vegaEmbed" not in html:
-        return None
-    for start in _SPEC_STARTS.finditer(html):
-        found = _json_at(html, start.end())
-        if found is None or not isinstance(found[0], dict):
-            continue
-        spec, end = found
-        if "vega" not in str(spec.get("$schema", "")):
-            continue
-        options: dict[str, Any] = {}
-        rest = re.match(r"\s*,\s*(?=\{)", html[end:])  # the `})(spec, options)` form
-        opt_pos = end + rest.end() if rest else None
-        if opt_pos is None:
-            named = _OPT_START.search(html, end)
-            opt_pos = named.end() if named else None
-        if opt_pos is not None:
-            decoded = _json_at(html, opt_pos)
-            if decoded is not None and isinstance(decoded[0], dict):
-                options = decoded[0]
-        return spec, options
-    return None
-
-
-def _looks_like_chart_loader(html: str) -> bool:
-    return "vegaEmbed" in html or "npm/vega" in html
-
-
-def chart_outputs(nb: nbformat.NotebookNode) -> list[Chart]:
-    """Every chart output of a notebook, in order.
-
-    A chart is an output with a vega or vega-lite mimetype, or a ``text/html`` output written
-    by Altair's (or any) vega-embed loader.
-
-    Args:
-        nb: a notebook (``nbformat.read(path, as_version=4)``), usually executed.
-
-    Returns:
-        One :class:`Chart` per chart output; ``len(...)`` is the number of charts a page of
-        this notebook must show.
-
-    Raises:
-        OfflineExportError: an output loads vega but its spec cannot be found.
-
-    Example:
-        >>> nb = nbformat.read("build/notebooks/05_grad_cam.ipynb", as_version=4)
-        >>> [c.mode for c in chart_outputs(nb)][:1]
-        ['vega-lite']
-    """
-    charts = []
-    for ci, cell in enumerate(nb.cells):
-        for oi, out in enumerate(cell.get("outputs", [])):
-            data = out.get("data", {})
-            mime = next((k for k in data if _VEGA_MIME.match(k)), None)
-            if mime is not None:
-                spec = data[mime]
-                spec = json.loads(spec) if isinstance(spec, str) else dict(spec)
-                kind = _VEGA_MIME.match(mime).group(1)  # type: ignore[union-attr]
-                mode = "vega-lite" if kind == "vegalite" else "vega"
-                options = dict(out.get("metadata", {}).get(mime, {}).get("embed_options", {}))
-                charts.append(Chart(ci, oi, mode, spec, options))
-                continue
-            html = data.get("text/html")
-            if isinstance(html, list):
-                html = "".join(html)
-            if not html or not _looks_like_chart_loader(html):
-                continue
-            found = spec_from_html(html)
-            if found is None:
-                raise OfflineExportError(
-                    f"cell {ci}, output {oi}: this text/html loads vega from the web but its "
-                    "chart spec could not be found, so it cannot be made to work offline. "
-                    "Show the chart with Altair's default or 'mimetype' renderer."
-                )
-            spec, options = found
-            mode = str(options.get("mode") or _spec_mode(spec))
-            charts.append(Chart(ci, oi, mode, dict(spec), dict(options)))
-    return charts
 
 
 # ----------------------------------------------------------------------------- making it offline
@@ -327,25 +188,6 @@ def _inline_script(code: str) -> str:
     # regular expressions alike.
     code = re.sub(r"</(script)", r"<\\/\1", code, flags=re.IGNORECASE)
     return f"<script>\n{code}\n</script>"
-
-
-def _vegalite_version(charts: Sequence[Chart]) -> str | None:
-    """The ``vl_convert`` Vega-Lite version (``"v6.4"``) for the charts' ``$schema``."""
-    import vl_convert
-
-    available = [tuple(map(int, v.split("."))) for v in vl_convert.get_vegalite_versions()]
-    wanted = set()
-    for chart in charts:
-        match = _SCHEMA_VERSION.search(str(chart.spec.get("$schema", "")))
-        if match and match.group(1) == "vega-lite":
-            wanted.add((int(match.group(2)), int(match.group(3) or 0)))
-    if not wanted:
-        return None
-    major, minor = max(wanted)
-    if (major, minor) in available:
-        return f"v{major}.{minor}"
-    same_major = [v for v in available if v[0] == major]
-    return f"v{max(same_major)[0]}.{max(same_major)[1]}" if same_major else None
 
 
 @functools.lru_cache(maxsize=4)
@@ -604,7 +446,9 @@ def notebook_to_html(
             + _inline_script(_mathjax_file().read_text(encoding="utf-8"))
         )
     if charts:
-        bundle = _vega_bundle(_vegalite_version(charts))
+        bundle = _vega_bundle(
+            vl_convert_version(c.spec.get("$schema", "") for c in charts if c.mode == "vega-lite")
+        )
         saliency["charts"] = _inline_script(bundle) + "\n" + _inline_script(CHARTS_JS)
 
     exporter = _exporter(to)
@@ -691,7 +535,7 @@ def export_notebook(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: ``python -m saliency_helpers.export NOTEBOOK... [--to] [--out]``.
+    """The command line: ``saliency-course export NOTEBOOK... [--to] [--out]``.
 
     Args:
         argv: the arguments (default ``sys.argv[1:]``).
@@ -700,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 when every notebook was written, 1 when one failed (its reason is printed).
     """
     parser = argparse.ArgumentParser(
-        prog="python -m saliency_helpers.export",
+        prog="saliency-course export",
         description="Export executed notebooks to offline HTML pages and reveal.js slides.",
     )
     parser.add_argument("notebooks", nargs="+", type=Path, help="executed .ipynb files")

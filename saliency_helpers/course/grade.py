@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m saliency_helpers.grade SUBMISSIONS [--solutions solutions/] [--out results/]
+    saliency-course grade SUBMISSIONS [--solutions solutions/] [--out results/]
                                      [--timeout 600] [--notebook-timeout 1800] [--quick]
 
 ``SUBMISSIONS`` is one of
@@ -437,9 +437,9 @@ def write_reports(results: Sequence[NotebookResult], out_dir: str | Path) -> str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``python -m saliency_helpers.grade SUBMISSIONS [options]``."""
+    """Command-line entry: ``saliency-course grade SUBMISSIONS [options]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m saliency_helpers.grade",
+        prog="saliency-course grade",
         description="Run submitted exercise notebooks and score their exercises.",
     )
     parser.add_argument(
