@@ -30,7 +30,7 @@ import vl_convert
 from PIL import Image
 
 from .display import vl_convert_version
-from .maps import pool, reduce_channels, to_2d
+from .maps import is_signed, pool, reduce_channels, to_2d, to_frame
 
 __all__ = [
     "DIVERGING",
@@ -105,16 +105,6 @@ def _panel_size(h: int, w: int, size: int) -> tuple[int, int]:
     return max(1, round(size * w / h)), size
 
 
-def _image(url: str, width: int, height: int, smooth: bool) -> alt.Chart:
-    # alt.value places the image's centre in pixels, so no x/y scales or axes are needed.
-    return (
-        alt.Chart(pd.DataFrame({"url": [url]}))
-        .mark_image(width=width, height=height, smooth=smooth)
-        .encode(url="url:N", x=alt.value(width / 2), y=alt.value(height / 2))
-        .properties(width=width, height=height)
-    )
-
-
 def _legend(lo: float, hi: float, anchors: list[str], title: str, width: int) -> alt.Chart:
     """A colour bar: rects along x, coloured by the same anchors as the images."""
     edges = np.linspace(lo, hi, 129)
@@ -136,8 +126,28 @@ def _legend(lo: float, hi: float, anchors: list[str], title: str, width: int) ->
     )
 
 
+#: The most rows a ``cells=`` chart may hold: about 0.5 MB of JSON, half the budget.
+MAX_CELLS = 12_000
+
+
+def _panel_keys(maps: Mapping[Any, object]) -> tuple[bool, list[tuple[str, str | None]]]:
+    """``(grid, [(row, column), ...])``: tuple keys make a grid, string keys a wrapped row."""
+    keys = list(maps)
+    tuples = [isinstance(k, tuple) for k in keys]
+    if any(tuples) and not all(tuples):
+        raise ValueError(
+            "maps' keys must be all labels ('gradient') or all (row, column) pairs "
+            "(('gradient', 'fc')), not a mix"
+        )
+    if not any(tuples):
+        return False, [(str(k), None) for k in keys]
+    if any(len(k) != 2 for k in keys):
+        raise ValueError("grid keys are (row, column) pairs, e.g. ('gradient', 'layer4')")
+    return True, [(str(r), str(c)) for r, c in keys]
+
+
 def heatmaps(
-    maps: Mapping[str, object],
+    maps: Mapping[Any, object],
     *,
     photo=None,
     reduce: str = "sum",
@@ -147,40 +157,73 @@ def heatmaps(
     overlay: bool = False,
     columns: int = 4,
     size: int = 180,
+    cells: int | None = None,
     title: str | None = None,
 ) -> alt.VConcatChart:
-    """Draw several saliency maps side by side, each as an image, with one matching colour bar.
+    """Draw saliency maps as one faceted chart, one panel per map, with one colour bar.
+
+    The maps become a tidy frame, one row per panel with the map as a small PNG ``data:``
+    URL, drawn by ``alt.Chart(frame).mark_image().encode(url=...).facet(...)``. String keys
+    give panels in rows of ``columns``; ``(row, column)`` keys give a grid, e.g.
+    ``{(method, stage): map}`` for methods x stages. With ``cells=n`` each map is average-
+    pooled to ``n x n`` cells drawn with ``mark_rect``: hover a cell to read its value.
 
     Args:
-        maps: Mapping ``label -> map``; each map ``(1, C, H, W)``, ``(C, H, W)`` or ``(H, W)``.
-            Channel maps are reduced with ``reduce`` (see ``maps.reduce_channels``).
-        photo: Optional PIL image or ``(3, H, W)`` tensor in [0, 1], shown as the first panel.
+        maps: Mapping ``label -> map`` or ``(row, column) -> map``; each map
+            ``(1, C, H, W)``, ``(C, H, W)`` or ``(H, W)``. Channel maps are reduced with
+            ``reduce`` (see ``maps.reduce_channels``).
+        photo: Optional PIL image or ``(3, H, W)`` tensor in [0, 1], shown as the first panel
+            (labels only), or under every map with ``overlay=True``.
         reduce: ``"sum"`` (signed), ``"abs_mean"`` or ``"abs_max"``.
         signed: Diverging colours centred at 0 (``True``) or a sequential ramp for magnitudes
-            (``False``); ``None`` picks diverging when any map has a negative value.
+            (``False``); ``None`` decides with ``maps.is_signed`` (any clearly negative value).
         shared_scale: ``True``: one colour range for all panels, so panels compare in value.
             ``False``: each panel is scaled to its own range and the bar reads
             "normalised per panel" (-1..1 or 0..1).
         clip: Percentile of ``|map|`` at which colours saturate (``None`` = the maximum).
         overlay: Draw each map translucent over ``photo`` (opacity grows with ``|value|``).
             The photo should be the model input, e.g. ``sh.denormalize(x, bundle)[0]``.
-        columns: Panels per row.
+        columns: Panels per row (labels only).
         size: Length in px of each panel's longer side.
+        cells: Pool each map to ``cells x cells`` and draw rectangles with value tooltips
+            (at most :data:`MAX_CELLS` rectangles in all, to stay within the 1 MB budget).
         title: Optional chart title.
 
     Returns:
-        An Altair chart (panels above a colour bar); ``chart_size_bytes(chart)`` gives its size.
+        An Altair chart (the facet above a colour bar); ``chart_size_bytes(chart)`` gives
+        its size.
 
     Example:
         >>> heatmaps({"gradient": grads[0], "IG": ig[0]}, photo=sh.denormalize(x, bundle)[0])
+        >>> heatmaps({(m, s): maps[m, s] for m in methods for s in stages}, size=96)
+        >>> heatmaps({"gradient": grads[0]}, cells=28)  # hover a cell: its attribution
     """
     if not maps:
         raise ValueError("maps is empty: pass a mapping such as {'gradient': attributions[0]}")
     if overlay and photo is None:
         raise ValueError("overlay=True needs a photo=... to draw the maps on")
-    arrays = {label: reduce_channels(to_2d(m), how=reduce).numpy() for label, m in maps.items()}
+    grid, keys = _panel_keys(maps)
+    if cells is not None and (photo is not None or overlay):
+        raise ValueError("cells= draws rectangles: leave out photo= and overlay=")
+    if grid and photo is not None and not overlay:
+        raise ValueError(
+            "a (row, column) grid has no place for the photo: draw it with overlay=True, "
+            "or in a chart of its own"
+        )
+    arrays = [reduce_channels(to_2d(m), how=reduce) for m in maps.values()]
+    if cells is not None:
+        if not 2 <= int(cells) <= 112:
+            raise ValueError(f"cells must be between 2 and 112, got {cells}")
+        if len(arrays) * cells**2 > MAX_CELLS:
+            fit = int((MAX_CELLS / len(arrays)) ** 0.5)
+            raise ValueError(
+                f"{len(arrays)} maps x {cells}x{cells} cells is over the chart budget of "
+                f"{MAX_CELLS:,} rectangles: use cells={fit} or fewer maps"
+            )
+        arrays = [pool(a, int(cells)) for a in arrays]
+    arrays = [a.numpy() for a in arrays]
     if signed is None:
-        signed = any(a.min() < 0 for a in arrays.values())
+        signed = any(is_signed(a) for a in arrays)
     anchors = DIVERGING if signed else SEQUENTIAL
 
     def top(values: np.ndarray) -> float:
@@ -188,34 +231,19 @@ def heatmaps(
         value = np.percentile(mag, clip) if clip is not None else mag.max()
         return float(value) if value > 0 else 1.0  # an all-zero map: any positive top will do
 
-    shared_top = top(np.concatenate([a.ravel() for a in arrays.values()]))
-    panels = []
+    shared_top = top(np.concatenate([a.ravel() for a in arrays]))
+    tops = [shared_top if shared_scale else top(a) for a in arrays]
+    pw, ph = _panel_size(*arrays[0].shape, size)
     photo_image = None if photo is None else _photo_image(photo)
-    if photo_image is not None:
-        pw, ph = _panel_size(photo_image.height, photo_image.width, size)
-        shown = photo_image.copy()
-        shown.thumbnail((2 * size, 2 * size))  # a 12-megapixel photo would blow the budget
-        panels.append(_image(_jpeg_url(shown), pw, ph, smooth=True).properties(title="photo"))
-
-    # Overlay opacity grows with distance from "no attribution" (0, the ramp's centre if signed).
-    ramp = np.abs(np.linspace(-1, 1, 256)) if signed else np.linspace(0, 1, 256)
-    alpha = np.round(255 * OVERLAY_MAX_ALPHA * ramp)
-    for label, a in arrays.items():
-        hi = shared_top if shared_scale else top(a)
-        lo = -hi if signed else 0.0
-        t = np.clip((a - lo) / (hi - lo), 0, 1)
-        pw, ph = _panel_size(*a.shape, size)
-        if not overlay:
-            panel = _image(_png_url(t, anchors), pw, ph, smooth=False)
-        elif abs(photo_image.width / photo_image.height - a.shape[1] / a.shape[0]) > 0.02:
-            raise ValueError(
-                f"photo is {photo_image.width}x{photo_image.height} but map {label!r} is "
-                f"{a.shape[1]}x{a.shape[0]}: overlay the model input, sh.denormalize(x, bundle)[0]"
-            )
-        else:
-            under = _image(_jpeg_url(photo_image.resize((pw, ph))), pw, ph, smooth=True)
-            panel = alt.layer(under, _image(_png_url(t, anchors, alpha), pw, ph, smooth=False))
-        panels.append(panel.properties(title=label))
+    if overlay:
+        for (label, column), a in zip(keys, arrays, strict=True):
+            if abs(photo_image.width / photo_image.height - a.shape[1] / a.shape[0]) > 0.02:
+                name = label if column is None else (label, column)
+                raise ValueError(
+                    f"photo is {photo_image.width}x{photo_image.height} but map {name!r} is "
+                    f"{a.shape[1]}x{a.shape[0]}: overlay the model input, "
+                    "sh.denormalize(x, bundle)[0]"
+                )
 
     if shared_scale:
         lo, hi = (-shared_top if signed else 0.0), shared_top
@@ -223,8 +251,85 @@ def heatmaps(
     else:
         lo, hi = (-1.0 if signed else 0.0), 1.0
         what = "normalised per panel"
-    legend = _legend(lo, hi, anchors, what, width=min(size * min(columns, len(panels)), 360))
-    chart = alt.vconcat(alt.concat(*panels, columns=columns), legend, center=True)
+
+    if cells is not None:
+        frames = []
+        for (label, column), a, t in zip(keys, arrays, tops, strict=True):
+            frame = to_frame({label: torch.from_numpy(a)}, column=column or "")
+            frame["shown"] = frame["value"] / (1.0 if shared_scale else t)
+            frames.append(frame)
+        frame = pd.concat(frames, ignore_index=True).rename(columns={"method": "panel"})
+        frame[["value", "shown"]] = frame[["value", "shown"]].astype(float).round(5)
+        colour = alt.Scale(
+            domain=np.linspace(lo, hi, len(anchors)).tolist(), range=anchors,
+            interpolate="rgb", clamp=True,
+        )  # fmt: skip
+        panel = (
+            alt.Chart()
+            .mark_rect()
+            .encode(
+                x=alt.X("col:O", axis=None),
+                y=alt.Y("row:O", axis=None),
+                color=alt.Color("shown:Q", scale=colour, legend=None),
+                tooltip=[
+                    alt.Tooltip("panel:N", title="map"),
+                    alt.Tooltip("row:O"),
+                    alt.Tooltip("col:O"),
+                    alt.Tooltip("value:Q", title="attribution", format=".3g"),
+                ],
+            )
+            .properties(width=pw, height=ph)
+        )
+    else:
+        # Overlay opacity grows with distance from "no attribution" (0, the ramp's centre
+        # if signed).
+        ramp = np.abs(np.linspace(-1, 1, 256)) if signed else np.linspace(0, 1, 256)
+        alpha = np.round(255 * OVERLAY_MAX_ALPHA * ramp) if overlay else None
+        rows = []
+        if photo_image is not None and not overlay:
+            shown = photo_image.copy()
+            shown.thumbnail((2 * size, 2 * size))  # a 12-megapixel photo would blow the budget
+            rows.append({"panel": "photo", "column": "", "url": _jpeg_url(shown)})
+        under = None
+        if overlay:
+            under = _jpeg_url(photo_image.resize((2 * pw, 2 * ph)))
+        for (label, column), a, t in zip(keys, arrays, tops, strict=True):
+            low = -t if signed else 0.0
+            scaled = np.clip((a - low) / (t - low), 0, 1)
+            row = {"panel": label, "column": column or "", "url": _png_url(scaled, anchors, alpha)}
+            if under is not None:
+                row["under"] = under
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        image = alt.Chart().mark_image(width=pw, height=ph, smooth=False, aspect=True)
+        position = {"x": alt.value(pw / 2), "y": alt.value(ph / 2)}
+        panel = image.encode(url="url:N", **position).properties(width=pw, height=ph)
+        if overlay:
+            photo_layer = (
+                alt.Chart()
+                .mark_image(width=pw, height=ph, smooth=True, aspect=True)
+                .encode(url="under:N", **position)
+            )
+            panel = alt.layer(photo_layer, panel)
+
+    labels = list(dict.fromkeys(frame["panel"]))
+    if grid:
+        chart = panel.facet(
+            row=alt.Row("panel:N", sort=labels, title=None,
+                        header=alt.Header(labelAngle=0, labelAlign="left")),
+            column=alt.Column("column:N", sort=list(dict.fromkeys(c for _, c in keys)),
+                              title=None),
+            data=frame,
+        )  # fmt: skip
+    else:
+        chart = panel.facet(
+            facet=alt.Facet("panel:N", sort=labels, title=None),
+            columns=columns,
+            data=frame,
+        )
+    n_across = len(dict.fromkeys(c for _, c in keys)) if grid else min(columns, len(labels))
+    legend = _legend(lo, hi, anchors, what, width=min(size * n_across, 360))
+    chart = alt.vconcat(chart, legend, center=True)
     # Keep this chart's colour bar its own when students put two heatmaps side by side
     # (alt.hconcat would otherwise merge the two bars' scales into one wrong one).
     chart = chart.resolve_scale(color="independent", stroke="independent", x="independent")
@@ -341,16 +446,13 @@ def cascade_grid(
     if missing:
         raise ValueError(f"no map for (method, stage) {missing[:3]}; stages: {result.stages}.")
     panels = {
-        f"{m} · {s}": pool(result.tensors[(m, s)].abs(), resolution)
-        for m in methods
-        for s in stages
+        (m, s): pool(result.tensors[(m, s)].abs(), resolution) for m in methods for s in stages
     }
     return heatmaps(
         panels,
         signed=False,
         shared_scale=False,
         clip=99.0,
-        columns=len(stages),
         size=size,
         title=title or f"|map| as more layers are randomized ({result.order}); left: trained",
     )
