@@ -2,7 +2,7 @@
 with ``executable_path``; nothing is downloaded) opens each offline page from disk.
 
 For every page: each chart's container holds a drawn Vega canvas/SVG, the number of
-containers equals the notebook's chart outputs, MathJax typeset the formulas without a TeX
+containers equals the notebook's chart outputs, every MathML formula is laid out without
 error, the page logged no JavaScript error, and it asked for nothing beyond the machine
 (every http(s) request is recorded and refused). For slides, reveal.js is initialised too.
 The checks are shown to fail on a broken chart and on a stock nbconvert page (CDN scripts).
@@ -100,11 +100,14 @@ CHARTS_STATE = """() => [...document.querySelectorAll("div.saliency-chart")].map
         .filter(m => (m.width && (m.width.baseVal ? m.width.baseVal.value : m.width)) > 0).length
 }))"""
 
-MATH_STATE = """async () => {
-    if (!window.MathJax || !MathJax.startup) return [0, 0];
-    await MathJax.startup.promise;
-    return [document.querySelectorAll("mjx-container").length,
-            document.querySelectorAll("mjx-merror, [data-mjx-error]").length];
+# Formulas are MathML (written at export): count them, and count the ones the browser could
+# not lay out (zero size) or that latex2mathml marked as errors (<merror>).
+MATH_STATE = """() => {
+    const all = [...document.querySelectorAll("math")];
+    const shown = m => m.getClientRects().length > 0;  // a hidden slide's math has no box
+    const bad = all.filter(m => (shown(m) && m.getBoundingClientRect().width === 0)
+                             || m.querySelector("merror"));
+    return [all.length, bad.length];
 }"""
 
 
@@ -242,5 +245,5 @@ def test_lecture_notebook_renders_offline(browser, course_result, tmp_path, name
     )
     if to == "slides":
         assert seen.reveal["total"] >= slide_starts, (seen.reveal, slide_starts)
-    # notebook (< 3 MB by the course budget) + vega, MathJax and reveal.js inlined (~3.5 MB)
+    # notebook (< 3 MB by the course budget) + vega and reveal.js inlined (~1.5 MB)
     assert path.stat().st_size < 8_000_000, f"{path.name}: {path.stat().st_size:,} bytes"

@@ -225,7 +225,9 @@ def test_exported_document_is_offline_and_carries_every_chart(to):
     assert html.count('class="saliency-chart"') == 2
     assert "window.vegaEmbed=" in html  # vl-convert's bundle, inlined once
     assert html.count("window.vegaEmbed=") == 1
-    assert "window.MathJax" in html
+    # the formula is MathML, drawn by the browser: no MathJax, no TeX left for a script
+    assert '<math display="inline"' in html and "<msup>" in html
+    assert "MathJax" not in html and "y = w^\\top x" not in html
     assert WIDGET not in html and "jupyter-widgets" not in html and ex.NOTE_HTML in html
     assert 'href="https://arxiv.org/abs/1810.03292"' in html  # plain links stay
     if to == "slides":
@@ -233,12 +235,50 @@ def test_exported_document_is_offline_and_carries_every_chart(to):
         assert "<title>toy slides</title>" in html
 
 
-def test_no_math_no_mathjax_no_charts_no_vega():
+def test_no_math_no_charts_no_vega():
     nb = new_notebook(cells=[new_markdown_cell("# Plain"), new_code_cell("1 + 1")])
     html = ex.notebook_to_html(nb, "html")
-    assert "window.MathJax" not in html and "vegaEmbed" not in html
+    assert "<math" not in html and "vegaEmbed" not in html
     assert len(html) < 1_000_000
     assert ex.external_references(html) == []
+
+
+def test_display_math_environments_and_code_spans():
+    text = (
+        "Display: $$\\sum_i a_i = 1$$ and an environment:\n\n"
+        "\\begin{align} x &= 1 \\\\ y &= 2 \\end{align}\n\n"
+        "Code keeps its dollars: `price = $5`."
+    )
+    html = ex.notebook_to_html(new_notebook(cells=[new_markdown_cell(text)]), "html")
+    assert html.count('<math display="block"') == 2
+    assert "price = $5" in html  # not math
+
+
+def test_a_formula_latex2mathml_cannot_read_is_a_clear_error():
+    nb = new_notebook(cells=[new_markdown_cell("Broken: $\\frac{1}{$")])
+    with pytest.raises(common.OfflineExportError, match="could not be turned into MathML"):
+        ex.notebook_to_html(nb, "html")
+
+
+#: The vendored reveal.js (saliency_helpers/course/reveal/README.md): unchanged npm files.
+REVEAL_SHA256 = {
+    "dist/reveal.js": "46538b52db48724192f59bf46f5e851a18e302777c46f4a34c32709d010d6a29",
+    "dist/reveal.css": "68f915a11ebf7203c0446576b7e952ff61c5dd02134a8a226ffaf62ed42136d2",
+    "plugin/notes/notes.js": "df1201d19d03241a2897d39c3d38768177df1cbd4bde06327b321cb83461ae89",
+}
+
+
+def test_the_vendored_reveal_js_is_the_documented_release():
+    import hashlib
+
+    for name, digest in REVEAL_SHA256.items():
+        data = (ex.REVEAL_DIR / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest, name
+    assert "reveal.js 5.2" in (ex.REVEAL_DIR / "dist/reveal.js").read_text()[:200]
+    assert (ex.REVEAL_DIR / "dist/theme/simple.css").is_file()  # nbconvert's default theme
+    assert "MIT" in (ex.REVEAL_DIR / "LICENSE").read_text() or "Permission is hereby" in (
+        ex.REVEAL_DIR / "LICENSE"
+    ).read_text()
 
 
 def test_a_web_image_in_markdown_cannot_be_exported_offline():

@@ -426,3 +426,21 @@ def test_the_course_runs_and_summarises(course_result):
     assert {s[:2] for s in course_result.figures} == {n[:2] for n in names}
     for png in course_result.figures.values():
         assert png.read_bytes()[:8] == PNG_HEADER
+
+
+#: The first line of a lecture cell whose printout the tests check (notebooks 00, 03-05).
+CHECKED = "# checked by tests/test_run.py: must print class 89 and its name"
+
+
+@pytest.mark.course
+def test_checked_cells_print_class_89(course_result):
+    """The cells marked as checked print the explained class, 89, with its name."""
+    found = []
+    for result in course_result.runs:
+        for cell in nbformat.read(result.executed, as_version=4).cells:
+            if cell.cell_type == "code" and cell.source.startswith(CHECKED):
+                text = "".join(o.get("text", "") for o in cell.outputs if "text" in o)
+                assert "89" in text.split() or "89 (" in text, (result.name, text)
+                assert "sulphur-crested cockatoo" in text, (result.name, text)
+                found.append(result.name)
+    assert sorted({name[:2] for name in found}) == ["00", "03", "04", "05"]

@@ -19,10 +19,12 @@ load vega, vega-lite and vega-embed from a CDN; here everything is inlined once 
   renders them all. Each container gets ``data-status="rendered"`` or ``"error"``; an error is
   also written into the container and to the console. Vega-embed's "Open in Vega Editor"
   action (an online editor) is switched off.
-* **math**: MathJax 3 (``tex-svg-full.js`` from the ``django-static-mathjax`` package, SVG
-  output so no web fonts are needed), only when a markdown cell holds math.
+* **math**: every formula in markdown (``$...$``, ``$$...$$``, ``\\begin{...}``) is turned
+  into MathML by ``latex2mathml`` when the page is written; browsers draw MathML themselves, so
+  no MathJax and no web fonts are needed.
 * **slides**: reveal.js 5 and its notes plugin (press ``s`` for the speaker view) from the
-  ``sphinx-revealjs`` package; nbconvert's settings (``SlidesExporter.reveal_theme``, default
+  copy in ``saliency_helpers/course/reveal/``; nbconvert's settings
+  (``SlidesExporter.reveal_theme``, default
   ``simple``, transition, size) apply. The theme's web fonts (``@import`` of Google Fonts or of
   font files) are left out, so slides use the notebook's fonts. A slide taller than the deck
   scrolls instead of being cut off.
@@ -40,7 +42,7 @@ when clicked). A notebook whose markdown shows a web image cannot obey the rule 
 :class:`OfflineExportError` naming the address.
 
 Example:
-    >>> from saliency_helpers.export import export_notebook
+    >>> from saliency_helpers.course.export import export_notebook
     >>> page = export_notebook("build/notebooks/05_grad_cam.ipynb", to="html", out="build/html")
     >>> page.name
     '05_grad_cam.html'
@@ -51,7 +53,6 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import importlib.util
 import json
 import re
 import sys
@@ -71,7 +72,6 @@ FORMATS: tuple[str, ...] = ("html", "slides")
 SUFFIX = {"html": ".html", "slides": ".slides.html"}
 
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-_MATH = re.compile(r"\$|\\\(|\\\[|\\begin\{")
 _OFFSITE = re.compile(r"^\s*(?:https?:)?//", re.IGNORECASE)
 _CSS_URL = re.compile(r"""url\(\s*['"]?([^'")\s]+)|@import\s+['"]([^'"]+)""", re.IGNORECASE)
 
@@ -165,22 +165,8 @@ def prepare_offline(
 # ----------------------------------------------------------------------------- bundled assets
 
 
-def _package_dir(module: str, pip_name: str) -> Path:
-    # find_spec, not import: sphinx_revealjs imports Sphinx, and only its files are needed.
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            f"offline export needs the files of the '{pip_name}' package: pip install {pip_name}"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _reveal_dir() -> Path:
-    return _package_dir("sphinx_revealjs", "sphinx-revealjs") / "_static" / "revealjs"
-
-
-def _mathjax_file() -> Path:
-    return _package_dir("mathjax", "django-static-mathjax") / "static/mathjax/es5/tex-svg-full.js"
+#: The copy of reveal.js inlined into slide decks (see its README for why a copy).
+REVEAL_DIR = Path(__file__).resolve().parent / "reveal"
 
 
 def _inline_script(code: str) -> str:
@@ -218,20 +204,6 @@ CHARTS_JS = """
       });
   }
 })();
-"""
-
-MATHJAX_CONFIG = """
-window.MathJax = {
-  tex: {
-    inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]],
-    displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]],
-    processEscapes: true,
-    processEnvironments: true,
-    tags: "ams"
-  },
-  options: {ignoreHtmlClass: "tex2jax_ignore", processHtmlClass: "tex2jax_process"},
-  svg: {fontCache: "global"}
-};
 """
 
 SLIDES_JS = """
@@ -275,8 +247,33 @@ def _css(text: str) -> str:
     return f'<style type="text/css">\n{text}\n</style>'
 
 
-def _has_math(nb: nbformat.NotebookNode) -> bool:
-    return any(c.cell_type == "markdown" and _MATH.search(c.source) for c in nb.cells)
+def _mathml(tex: str, display: str) -> str:
+    """A TeX formula as MathML, which browsers draw themselves: no MathJax on the page."""
+    from latex2mathml.converter import convert
+
+    try:
+        return convert(tex, display=display)
+    except Exception as err:  # latex2mathml raises its own exception types per construct
+        raise OfflineExportError(
+            f"the formula {tex.strip()[:80]!r} could not be turned into MathML "
+            f"({type(err).__name__}: {err}); rewrite it with standard LaTeX commands"
+        ) from None
+
+
+def _mathml_renderer(base: type) -> type:
+    """nbconvert's markdown renderer, with every formula drawn as MathML."""
+
+    class MathMLRenderer(base):
+        def block_math(self, body: str) -> str:
+            return _mathml(body, "block")
+
+        def inline_math(self, body: str) -> str:
+            return _mathml(body, "inline")
+
+        def latex_environment(self, name: str, body: str) -> str:
+            return _mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", "block")
+
+    return MathMLRenderer
 
 
 # ----------------------------------------------------------------------------- templates
@@ -285,9 +282,7 @@ _LAB_TEMPLATE = """
 {%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
-{%- block html_head_js_mathjax -%}
-{{ resources.saliency.mathjax }}
-{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block data_widget_view -%}{%- endblock data_widget_view -%}
 {%- block footer_js -%}{{ resources.saliency.charts }}{%- endblock footer_js -%}
@@ -313,7 +308,6 @@ _REVEAL_TEMPLATE = """
 </style>
 {% endfor %}
 {%- block notebook_css -%}{{ super() }}{%- endblock notebook_css -%}
-{{ resources.saliency.mathjax }}
 {%- endblock html_head -%}
 {{ resources.saliency.reveal_theme }}
 </head>
@@ -327,14 +321,33 @@ _REVEAL_TEMPLATE = """
 
 
 def _exporter(to: Format) -> Any:
-    from jinja2 import DictLoader
+    from jinja2 import DictLoader, pass_context
     from nbconvert import HTMLExporter, SlidesExporter
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
+    renderer_class = _mathml_renderer(IPythonRenderer)
+
+    def markdown2html(self: Any, context: Any, source: str) -> str:
+        # nbconvert's own markdown filter (HTMLExporter.markdown2html), with MathML math.
+        cell = context.get("cell", {})
+        renderer = renderer_class(
+            escape=False,
+            attachments=cell.get("attachments", {}),
+            embed_images=self.embed_images,
+            path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+            anchor_link_text=self.anchor_link_text,
+            exclude_anchor_links=self.exclude_anchor_links,
+            **getattr(self, "lexer_options", {}),
+        )
+        return MarkdownWithMath(renderer=renderer).render(source)
+
+    base = HTMLExporter if to == "html" else SlidesExporter
+    offline = type("OfflineExporter", (base,), {"markdown2html": pass_context(markdown2html)})
     if to == "html":
-        exporter = HTMLExporter(template_name="lab", embed_images=True)
+        exporter = offline(template_name="lab", embed_images=True)
         template = _LAB_TEMPLATE
     else:
-        exporter = SlidesExporter(template_name="reveal", embed_images=True)
+        exporter = offline(template_name="reveal", embed_images=True)
         template = _REVEAL_TEMPLATE
     exporter.extra_loaders = [DictLoader({"saliency_offline.html.j2": template})]
     exporter.template_file = "saliency_offline.html.j2"
@@ -438,13 +451,7 @@ def notebook_to_html(
     if to not in FORMATS:
         raise ValueError(f"to must be 'html' or 'slides', not {to!r}")
     offline, charts = prepare_offline(nb, widgets=widgets)
-    saliency: dict[str, str] = {"mathjax": "", "charts": ""}
-    if _has_math(offline):
-        saliency["mathjax"] = (
-            _inline_script(MATHJAX_CONFIG)
-            + "\n"
-            + _inline_script(_mathjax_file().read_text(encoding="utf-8"))
-        )
+    saliency: dict[str, str] = {"charts": ""}
     if charts:
         bundle = _vega_bundle(
             vl_convert_version(c.spec.get("$schema", "") for c in charts if c.mode == "vega-lite")
@@ -453,7 +460,7 @@ def notebook_to_html(
 
     exporter = _exporter(to)
     if to == "slides":
-        reveal = _reveal_dir()
+        reveal = REVEAL_DIR
         theme = reveal / "dist" / "theme" / f"{exporter.reveal_theme}.css"
         if not theme.is_file():
             raise ValueError(f"no reveal.js theme {exporter.reveal_theme!r} in {theme.parent}")
