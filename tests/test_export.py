@@ -260,7 +260,7 @@ def test_a_formula_latex2mathml_cannot_read_is_a_clear_error():
         ex.notebook_to_html(nb, "html")
 
 
-#: The vendored reveal.js (saliency_helpers/course/reveal/README.md): unchanged npm files.
+#: The vendored reveal.js (saliency_helpers/course/vendor/reveal/README.md): unchanged npm files.
 REVEAL_SHA256 = {
     "dist/reveal.js": "46538b52db48724192f59bf46f5e851a18e302777c46f4a34c32709d010d6a29",
     "dist/reveal.css": "68f915a11ebf7203c0446576b7e952ff61c5dd02134a8a226ffaf62ed42136d2",

@@ -23,7 +23,7 @@ load vega, vega-lite and vega-embed from a CDN; here everything is inlined once 
   into MathML by ``latex2mathml`` when the page is written; browsers draw MathML themselves, so
   no MathJax and no web fonts are needed.
 * **slides**: reveal.js 5 and its notes plugin (press ``s`` for the speaker view) from the
-  copy in ``saliency_helpers/course/reveal/``; nbconvert's settings
+  copy in ``saliency_helpers/course/vendor/reveal/``; nbconvert's settings
   (``SlidesExporter.reveal_theme``, default
   ``simple``, transition, size) apply. The theme's web fonts (``@import`` of Google Fonts or of
   font files) are left out, so slides use the notebook's fonts. A slide taller than the deck
@@ -166,7 +166,7 @@ def prepare_offline(
 
 
 #: The copy of reveal.js inlined into slide decks (see its README for why a copy).
-REVEAL_DIR = Path(__file__).resolve().parent / "reveal"
+REVEAL_DIR = Path(__file__).resolve().parent / "vendor" / "reveal"
 
 
 def _inline_script(code: str) -> str:
