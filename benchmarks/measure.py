@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from saliency_helpers.perf import FlopCount
+from benchmarks.flops import FlopCount
 
 #: The issue's budget of extra RAM for one call, "0.5 GB", in MiB (a little stricter).
 RAM_LIMIT_MB = 500.0
@@ -132,6 +132,53 @@ def measure(fn: Callable[[], Any], repeats: int, *, count: bool = True) -> Measu
         fn()
         m.seconds.append(time.perf_counter() - start)
     return m
+
+
+def paired_rounds(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """Time several calls round-robin: each round runs every call once, in turn.
+
+    A ratio of two calls is then taken per round, between measurements made seconds apart,
+    so a machine that slows down or speeds up (a neighbour's job, thermal limits) moves both
+    alike; its median over rounds and spread say how far to trust it.
+
+    Args:
+        fns: ``{name: call}``; each is called once before the rounds (warm-up, not timed).
+        rounds: the number of rounds.
+
+    Returns:
+        ``{name: [seconds of round 1, round 2, ...]}``.
+    """
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratio_summary(per_round: list[float], limit: float, kind: str) -> dict[str, Any]:
+    """The median of per-round ratios, their spread, and whether the rounds agree on a target.
+
+    Args:
+        per_round: one ratio per round.
+        limit: the target's limit.
+        kind: ``"max"`` (the ratio must stay below ``limit``) or ``"min"`` (above it).
+
+    Returns:
+        ``{"median", "low", "high", "rounds", "agree"}``: ``agree`` is False when some rounds
+        meet the target and others do not (the spread is too wide to judge).
+    """
+    met = [(r <= limit) if kind == "max" else (r >= limit) for r in per_round]
+    return {
+        "median": statistics.median(per_round),
+        "low": min(per_round),
+        "high": max(per_round),
+        "rounds": list(per_round),
+        "agree": all(met) or not any(met),
+    }
 
 
 def cpu_model() -> str:

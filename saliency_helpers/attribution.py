@@ -27,7 +27,7 @@ from captum.attr import (
 )
 from torch import nn
 
-from .perf import ChannelsLast, channels_last_weights, images_per_batch, uses_convolutions
+from ._batching import ChannelsLast, channels_last_weights, images_per_batch, uses_convolutions
 
 #: IG's default number of steps: the smallest that keeps the completeness error
 #: below the IG paper's 5% on both course photos, zero and black baselines
@@ -35,8 +35,9 @@ from .perf import ChannelsLast, channels_last_weights, images_per_batch, uses_co
 IG_STEPS = 128
 #: The most images (interpolation steps or noisy samples, all inputs together) that
 #: Integrated Gradients and SmoothGrad push through the network at once. For ImageNet-
-#: sized images :data:`MEMORY_BUDGET` binds first; this caps it for small inputs.
-BATCH = 64
+#: sized images :data:`MEMORY_BUDGET` binds first (a few images); this caps it for tiny
+#: inputs such as 28x28 digits (~0.1 MB of activations each), where it is the batch.
+BATCH = 1024
 #: Bytes that the activations kept for the backward pass may take; the batch is the
 #: largest that fits. Measured (benchmarks/): ResNet18 keeps 21 MB per 224-px image, so
 #: 8 images at once (~0.4 GB of extra RAM in all, and already the fastest per image on
@@ -45,7 +46,7 @@ BATCH = 64
 MEMORY_BUDGET = 170 * 2**20
 #: Run the many-pass methods (Integrated Gradients, the SmoothGrad family) of a CNN
 #: on channels-last inputs, unless its weights are stored channels-last already: the
-#: same function, computed with fewer memory reorders (see ``perf.ChannelsLast`` and
+#: same function, computed with fewer memory reorders (see ``_batching.ChannelsLast`` and
 #: benchmarks/). Float sums are added in another order than in a channels-first loop,
 #: so results differ from one at float32 rounding level (a unit within ~1e-6 of a ReLU
 #: kink can switch side); set to False to match such a loop bit for bit.
@@ -75,22 +76,52 @@ class CompletenessWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Method:
-    """One registry entry: how to build the Captum explainer, and its defaults.
+    """One registry entry: everything :func:`attribute` needs to run a method.
+
+    Adding a method is one entry in :data:`METHODS`: ``attribute`` looks up the entry and
+    calls its ``run``; it never branches on a method's name.
 
     Attributes:
-        build: ``build(net, layer) -> explainer`` with an ``.attribute`` method.
-        defaults: keyword arguments passed to ``.attribute`` unless overridden.
+        build: ``build(net, layer) -> explainer``, a Captum object with ``.attribute``.
+        defaults: keyword arguments of the method unless the caller overrides them.
         paper: where the method comes from.
-        smoothing: for SmoothGrad-style entries, Captum's ``nt_type``.
+        run: how to call it (default: by its kind, see ``_runner``): ``_plain`` (one
+            explainer call), ``_integrated`` (baselines, step batching, the fast layout),
+            ``_smooth`` (Captum's NoiseTunnel around a base method) or ``_at_layer``
+            (Grad-CAM style).
+        smoothing: Captum's ``nt_type`` for SmoothGrad-style entries.
         needs_layer: the explainer is built at an inner layer (``layer=``, by default
             the model's ``gradcam_layer``).
+        completeness: the method obeys the completeness axiom, so ``attribute`` checks it
+            (Integrated Gradients).
     """
 
     build: Callable[[nn.Module, nn.Module | None], Any]
     defaults: dict[str, Any] = field(default_factory=dict)
     paper: str = ""
+    run: Callable[..., torch.Tensor] | None = None
     smoothing: str | None = None
     needs_layer: bool = False
+    completeness: bool = False
+
+    def __call__(self, run: _Run, kwargs: dict[str, Any]) -> torch.Tensor:
+        """Run the method: its own ``run``, or the runner of its kind."""
+        return (self.run or _runner(self))(run, kwargs)
+
+
+#: SmoothGrad's defaults (Smilkov et al. 2017 recommend 10-20% noise and ~50 samples).
+SMOOTHING_DEFAULTS = {"noise": 0.15, "nt_samples": 50, "base": "gradient", "seed": 0}
+
+
+def _runner(spec: Method) -> Callable[..., torch.Tensor]:
+    """The runner an entry gets unless it names one: by its kind."""
+    if spec.smoothing is not None:
+        return _smooth
+    if spec.needs_layer:
+        return _at_layer
+    if spec.completeness:
+        return _integrated
+    return _plain
 
 
 METHODS: dict[str, Method] = {
@@ -106,24 +137,25 @@ METHODS: dict[str, Method] = {
     ),
     "integrated_gradients": Method(
         lambda net, layer: IntegratedGradients(net),
-        {"n_steps": IG_STEPS, "method": "gausslegendre"},
+        {"n_steps": IG_STEPS, "method": "gausslegendre", "baselines": "zero"},
         "Sundararajan et al. 2017, https://arxiv.org/abs/1703.01365",
+        completeness=True,
     ),
     "smoothgrad": Method(
         lambda net, layer: Saliency(net),
-        {},
+        SMOOTHING_DEFAULTS,
         "Smilkov et al. 2017, https://arxiv.org/abs/1706.03825",
         smoothing="smoothgrad",
     ),
     "smoothgrad_sq": Method(
         lambda net, layer: Saliency(net),
-        {},
+        SMOOTHING_DEFAULTS,
         "Hooker et al. 2019, https://arxiv.org/abs/1806.10758",
         smoothing="smoothgrad_sq",
     ),
     "vargrad": Method(
         lambda net, layer: Saliency(net),
-        {},
+        SMOOTHING_DEFAULTS,
         "Adebayo et al. 2018, https://arxiv.org/abs/1810.03307",
         smoothing="vargrad",
     ),
@@ -169,6 +201,7 @@ def attribute(
     target: int | str | list[int] | torch.Tensor | None = None,
     *,
     return_error: bool = False,
+    channels_last: bool | None = None,
     **kwargs: Any,
 ) -> torch.Tensor | tuple[torch.Tensor, float]:
     """Explain a prediction: attributions of ``target``'s logit to every input value.
@@ -186,6 +219,9 @@ def attribute(
             an int, a class name from ``model.categories``, or one per input.
         return_error: Integrated Gradients only: also return the completeness
             error (see :func:`completeness_error`).
+        channels_last: run the many-pass methods (IG, the SmoothGrad family) on
+            channels-last inputs; ``None`` means :data:`CHANNELS_LAST`. The same function,
+            computed in another memory layout (the benchmark compares both).
         **kwargs: Captum's own arguments, by Captum's names:
             integrated_gradients: ``baselines`` (tensor, number, or one of
             :data:`BASELINES`; default ``"zero"``), ``n_steps`` (default 128),
@@ -221,8 +257,9 @@ def attribute(
     net, bundle = _unpack(model)
     inputs = _check_inputs(inputs, bundle)
     spec = METHODS[method]
-    if return_error and method != "integrated_gradients":
+    if return_error and not spec.completeness:
         raise ValueError("return_error=True is only for 'integrated_gradients'.")
+    fast = CHANNELS_LAST if channels_last is None else bool(channels_last)
 
     with _restored(net), warnings.catch_warnings():
         # Captum's notes on what it does internally are noise to a student; ours are not.
@@ -230,25 +267,16 @@ def attribute(
             warnings.filterwarnings("ignore", message=note)
         net.eval()  # also for the target's forward pass: BatchNorm statistics stay as they are
         targets = resolve_target(model, inputs, target)
-        if spec.smoothing is not None:
-            result = _smooth(spec, net, bundle, inputs, targets, kwargs)
-        elif spec.needs_layer:
-            result = _at_layer(method, spec, net, bundle, inputs, targets, kwargs)
-        else:
+        run = _Run(method, spec, net, bundle, inputs, targets, fast)
+        result = spec(run, dict(kwargs))
+        if spec.completeness:
             call = {**spec.defaults, **kwargs}
-            runner = net
-            if method == "integrated_gradients":
-                call["baselines"] = make_baseline(call.get("baselines", "zero"), inputs, bundle)
-                call.setdefault("internal_batch_size", _ig_batch(net, inputs, call["n_steps"]))
-                runner = _fast(net)
-            explainer = spec.build(runner, None)
-            result = explainer.attribute(inputs, target=targets, **call).detach().contiguous()
-        if method == "integrated_gradients":
-            error = _completeness(net, inputs, result, targets, call["baselines"])
-    if method == "integrated_gradients":
+            baselines = make_baseline(call["baselines"], inputs, bundle)
+            error = _completeness(net, inputs, result, targets, baselines)
+    if spec.completeness:
         if error > COMPLETENESS_TOLERANCE:
             warnings.warn(
-                f"Integrated Gradients' completeness error is {error:.1%} (> 5%) with "
+                f"{method}: the completeness error is {error:.1%} (> 5%) with "
                 f"n_steps={call['n_steps']}: increase n_steps.",
                 CompletenessWarning,
                 stacklevel=2,
@@ -458,16 +486,57 @@ def _layer(net: nn.Module, bundle: Any, layer: Any, method: str = "grad_cam") ->
     raise ValueError("layer must be a module of this model (or its dotted name).")
 
 
-def _at_layer(method, spec, net, bundle, inputs, targets, kwargs):
+@dataclass(frozen=True)
+class _Run:
+    """What a runner needs besides the caller's keyword arguments (see :class:`Method`)."""
+
+    method: str
+    spec: Method
+    net: nn.Module
+    bundle: Any
+    inputs: torch.Tensor
+    targets: list[int]
+    channels_last: bool
+
+    def fast_net(self) -> nn.Module:
+        return _fast(self.net, self.channels_last)
+
+
+def _fast(net: nn.Module, channels_last: bool = True) -> nn.Module:
+    """The network the many-pass methods run: channels-last inputs for a CNN whose
+    weights are channels-first (one with channels-last weights runs that way anyway)."""
+    if channels_last and uses_convolutions(net) and not channels_last_weights(net):
+        return ChannelsLast(net)
+    return net
+
+
+def _plain(run: _Run, kwargs: dict[str, Any]) -> torch.Tensor:
+    """One explainer call: gradient, input x gradient, guided backprop."""
+    explainer = run.spec.build(run.net, None)
+    call = {**run.spec.defaults, **kwargs}
+    return explainer.attribute(run.inputs, target=run.targets, **call).detach().contiguous()
+
+
+def _integrated(run: _Run, kwargs: dict[str, Any]) -> torch.Tensor:
+    """Integrated Gradients: a named baseline made a tensor, the steps batched to memory."""
+    call = {**run.spec.defaults, **kwargs}
+    call["baselines"] = make_baseline(call["baselines"], run.inputs, run.bundle)
+    call.setdefault("internal_batch_size", _ig_batch(run.net, run.inputs, call["n_steps"]))
+    explainer = run.spec.build(run.fast_net(), None)
+    return explainer.attribute(run.inputs, target=run.targets, **call).detach().contiguous()
+
+
+def _at_layer(run: _Run, kwargs: dict[str, Any]) -> torch.Tensor:
     """grad_cam and guided_grad_cam: resolve ``layer``, build the explainer there."""
-    kwargs = dict(kwargs)
-    layer = _layer(net, bundle, kwargs.pop("layer", None), method)
-    explainer = spec.build(net, layer)
-    out = explainer.attribute(inputs, target=targets, **{**spec.defaults, **kwargs}).detach()
+    inputs = run.inputs
+    layer = _layer(run.net, run.bundle, kwargs.pop("layer", None), run.method)
+    explainer = run.spec.build(run.net, layer)
+    call = {**run.spec.defaults, **kwargs}
+    out = explainer.attribute(inputs, target=run.targets, **call).detach()
     if out.dim() != 4 or inputs.dim() != 4:
         # (GuidedGradCam returns an empty tensor when it cannot upsample the map.)
         raise ValueError(
-            f"{method} needs a convolutional layer and (N, C, H, W) inputs; {layer} gives "
+            f"{run.method} needs a convolutional layer and (N, C, H, W) inputs; {layer} gives "
             f"shape {tuple(out.shape)}."
         )
     if out.shape[1:] != inputs.shape[1:]:  # Grad-CAM: one map per image, (N, 1, h, w)
@@ -475,62 +544,70 @@ def _at_layer(method, spec, net, bundle, inputs, targets, kwargs):
     return out.expand_as(inputs).contiguous()
 
 
-def _smooth(spec, net, bundle, inputs, targets, kwargs):
-    kwargs = dict(kwargs)
-    noise = float(kwargs.pop("noise", 0.15))
-    base = kwargs.pop("base", "gradient")
-    seed = int(kwargs.pop("seed", 0))
+def _smooth(run: _Run, kwargs: dict[str, Any]) -> torch.Tensor:
+    """The SmoothGrad family: Captum's NoiseTunnel around a base method, seeded noise."""
+    own = {**run.spec.defaults, **kwargs}
+    noise, base, seed = float(own.pop("noise")), own.pop("base"), int(own.pop("seed"))
     if noise < 0:
         raise ValueError(f"noise is a fraction of the input range (e.g. 0.15), got {noise}.")
-    if base not in METHODS or METHODS[base].smoothing or METHODS[base].needs_layer:
+    base_spec = METHODS.get(base)
+    if base_spec is None or base_spec.smoothing or base_spec.needs_layer:
         raise ValueError(
             f"base must be one of gradient, input_x_gradient, integrated_gradients, "
             f"guided_backprop; got {base!r}."
         )
-    base_kwargs = dict(METHODS[base].defaults)
-    batch = _images_at_once(net, inputs)
+    net, inputs = run.net, run.inputs
+    base_kwargs = dict(base_spec.defaults)
     # NoiseTunnel's batch counts samples per input: N inputs make N times as many images.
     # (For images the seeded noise is the same whatever the batch: torch draws normal
     # numbers in blocks of 16 and an image's pixel count is a multiple of 16.)
-    samples_at_once = max(1, batch // len(inputs))
-    if base == "integrated_gradients":
-        base_kwargs["baselines"] = make_baseline(kwargs.pop("baselines", "zero"), inputs, bundle)
-        n_steps = int(kwargs.get("n_steps", base_kwargs["n_steps"]))
+    samples_at_once = max(1, images_at_once(net, inputs) // len(inputs))
+    if base_spec.completeness:
+        baselines = own.pop("baselines", base_kwargs["baselines"])
+        base_kwargs["baselines"] = make_baseline(baselines, inputs, run.bundle)
+        n_steps = int(own.get("n_steps", base_kwargs["n_steps"]))
         base_kwargs["internal_batch_size"] = _ig_batch(net, inputs, n_steps)
         samples_at_once = 1  # each noisy sample already runs n_steps images
     span = float(inputs.max() - inputs.min())
     call = {
-        "nt_type": spec.smoothing,
-        "nt_samples": 50,
+        "nt_type": run.spec.smoothing,
         "nt_samples_batch_size": samples_at_once,
         "stdevs": noise * span,
         **base_kwargs,
-        **kwargs,
+        **own,
     }
-    tunnel = NoiseTunnel(METHODS[base].build(_fast(net), None))
+    tunnel = NoiseTunnel(base_spec.build(run.fast_net(), None))
     with torch.random.fork_rng():  # seeded noise without touching the caller's RNG
         torch.manual_seed(seed)
-        return tunnel.attribute(inputs, target=targets, **call).detach().contiguous()
+        return tunnel.attribute(inputs, target=run.targets, **call).detach().contiguous()
 
 
-def _fast(net: nn.Module) -> nn.Module:
-    """The network the many-pass methods run: channels-last inputs for a CNN whose
-    weights are channels-first (one with channels-last weights runs that way anyway)."""
-    if CHANNELS_LAST and uses_convolutions(net) and not channels_last_weights(net):
-        return ChannelsLast(net)
-    return net
+def images_at_once(net: nn.Module, inputs: torch.Tensor) -> int:
+    """How many images the many-pass methods push through ``net`` at once.
 
+    The one batch policy of the course: as many as fit in :data:`MEMORY_BUDGET` (measured
+    from one forward pass per input shape), at most :data:`BATCH`. ImageNet photos: a few;
+    28x28 digits: :data:`BATCH`.
 
-def _images_at_once(net: nn.Module, inputs: torch.Tensor) -> int:
-    """The batch for many-pass methods: what fits in MEMORY_BUDGET, at most BATCH."""
+    Args:
+        net: the network (eval mode).
+        inputs: ``(N, C, H, W)`` inputs of the shape that will be run.
+
+    Returns:
+        The number of images (interpolation steps or noisy samples, all inputs together).
+
+    Example:
+        >>> images_at_once(b.model, x)  # doctest: +SKIP
+        8
+    """
     return images_per_batch(net, inputs, MEMORY_BUDGET, BATCH)
 
 
 def _ig_batch(net: nn.Module, inputs: torch.Tensor, n_steps: int) -> int:
     """Captum's ``internal_batch_size`` for IG: the steps in near-equal chunks of at most
-    :func:`_images_at_once` images (50 steps, room for 16: 13+13+13+11, not 16+16+16+2)."""
+    :func:`images_at_once` images (50 steps, room for 16: 13+13+13+11, not 16+16+16+2)."""
     n = len(inputs)
-    per_chunk = max(1, _images_at_once(net, inputs) // n)
+    per_chunk = max(1, images_at_once(net, inputs) // n)
     chunks = -(-n_steps // per_chunk)
     return -(-n_steps // chunks) * n
 
@@ -557,6 +634,7 @@ __all__ = [
     "Method",
     "attribute",
     "completeness_error",
+    "images_at_once",
     "make_baseline",
     "resolve_target",
 ]

@@ -53,7 +53,7 @@ from . import attribution
 from .attribution import COURSE_METHODS, CompletenessWarning, attribute, resolve_target
 from .attribution import METHODS as _REGISTRY
 from .data import BACKGROUND, ink_mask
-from .maps import spearman
+from .maps import SIMILARITY_REDUCTION, reduce_channels, spearman
 from .sanity import VERDICT, decide
 
 __all__ = [
@@ -83,9 +83,6 @@ METHODS: tuple[str, ...] = tuple(dict.fromkeys(COURSE_METHODS + CONTROL_METHODS)
 METRICS = ("spearman_signed", "spearman_abs", "spearman_signed_ink", "spearman_abs_ink")
 #: The three comparisons of :func:`data_randomization`, in the order they are shown.
 KINDS = ("ceiling", "tested", "floor")
-#: Images per forward pass inside IG and SmoothGrad: far more than attribute()'s ImageNet
-#: default of 16, because 28x28 digits are tiny (about 0.1 MB of activations each).
-_SMALL_IMAGE_BATCH = 1024
 
 
 def explain(
@@ -123,7 +120,7 @@ def explain(
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
         shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
         raise ValueError(f"inputs must be a tensor (N, C, H, W), got {shape}.")
-    kwargs = _method_kwargs(model, methods, method_kwargs, len(inputs))
+    kwargs = _method_kwargs(model, methods, method_kwargs)
     targets = resolve_target(model, inputs, targets)
     maps = {}
     for method in methods:
@@ -180,11 +177,11 @@ def compare_maps(
                     f"{(a.shape[0], '*', *a.shape[-2:])}; got {shape}."
                 )
             ink = ink_mask(inputs, background).flatten(1).cpu().numpy()
-        # Signed: sum over channels (colour channels add up to the pixel's effect).
-        # Magnitude: mean |.| over channels, as sanity.similarity does for the cascade.
+        # The channel reductions of the cascade's similarity (maps.SIMILARITY_REDUCTION).
+        signed, magnitude = SIMILARITY_REDUCTION["signed"], SIMILARITY_REDUCTION["magnitude"]
         reduced = {
-            "spearman_signed": (a.sum(dim=1), b.sum(dim=1)),
-            "spearman_abs": (a.abs().mean(dim=1), b.abs().mean(dim=1)),
+            "spearman_signed": (reduce_channels(a, signed), reduce_channels(b, signed)),
+            "spearman_abs": (reduce_channels(a, magnitude), reduce_channels(b, magnitude)),
         }
         reduced = {k: (x.flatten(1).detach().double().cpu().numpy(),
                        y.flatten(1).detach().double().cpu().numpy())
@@ -270,8 +267,8 @@ def compare_explanations(
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
         raise ValueError("inputs must be a tensor (N, C, H, W), e.g. data.x_test[:50].")
     targets = resolve_target(model_a, inputs, targets)
-    kwargs_a = _method_kwargs(model_a, methods, method_kwargs, len(inputs))
-    kwargs_b = _method_kwargs(model_b, methods, method_kwargs, len(inputs))
+    kwargs_a = _method_kwargs(model_a, methods, method_kwargs)
+    kwargs_b = _method_kwargs(model_b, methods, method_kwargs)
     bar = None
     if progress:
         from tqdm.auto import tqdm  # imported lazily: tqdm.auto probes for Jupyter
@@ -356,7 +353,6 @@ def _method_kwargs(
     model: Any,
     methods: list[str],
     method_kwargs: Mapping[str, Mapping[str, Any]] | None,
-    n_inputs: int,
 ) -> dict[str, dict[str, Any]]:
     method_kwargs = dict(method_kwargs or {})
     unknown = set(method_kwargs) - set(methods)
@@ -370,11 +366,6 @@ def _method_kwargs(
             name = getattr(model, "gradcam_layer_name", None)
             if name is not None:
                 kw["layer"] = name
-        if method == "integrated_gradients":
-            kw["internal_batch_size"] = _SMALL_IMAGE_BATCH
-        if _REGISTRY[method].smoothing is not None:
-            # Captum's batch here counts noisy copies of EACH input.
-            kw["nt_samples_batch_size"] = max(1, _SMALL_IMAGE_BATCH // max(1, n_inputs))
         kw.update(method_kwargs.get(method, {}))
         if at_layer and "layer" not in kw and isinstance(model, nn.Module):
             raise ValueError(
@@ -388,7 +379,7 @@ def _method_kwargs(
 
 def _needs_layer(method: str) -> bool:
     """Whether the method is built at an inner layer (Grad-CAM and Guided Grad-CAM)."""
-    return bool(getattr(_REGISTRY[method], "needs_layer", method == "grad_cam"))
+    return _REGISTRY[method].needs_layer
 
 
 # ---------------------------------------------------------------------------
@@ -613,7 +604,7 @@ def data_randomization(
         if bar is not None:
             bar.set_postfix_str(f"{label} labels, seed {seed}" if label != "untrained"
                                 else f"untrained, seed {seed}")
-        kwargs = _method_kwargs(model, methods, method_kwargs, len(inputs))
+        kwargs = _method_kwargs(model, methods, method_kwargs)
         maps[(label, seed)] = {}
         for method in methods:
             start = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 QUICK_ENV = "SALIENCY_QUICK"
+MODEL_ENV = "SALIENCY_MODEL"  # which model load_model() gives (see models.MODEL_NAMES)
 
 
 def quick() -> bool:

@@ -22,15 +22,61 @@ Example:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 import altair as alt
 
-__all__ = ["RENDERER", "VEGALITE5_MIMETYPE", "offline_charts", "vegalite5_bundle"]
+__all__ = [
+    "RENDERER",
+    "VEGALITE5_MIMETYPE",
+    "offline_charts",
+    "vegalite5_bundle",
+    "vl_convert_version",
+]
 
 RENDERER = "saliency-offline"
 VEGALITE5_MIMETYPE = "application/vnd.vegalite.v5+json"
 VEGALITE5_SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"
+_SCHEMA_VERSION = re.compile(r"/schema/vega-lite/v(\d+)(?:\.(\d+))?")
+
+
+def vl_convert_version(schemas: str | Iterable[str]) -> str | None:
+    """The vl-convert Vega-Lite version (``"6.4"``) to draw charts written for ``schemas``.
+
+    The one rule for every offline drawing (figures, exported pages): the exact version a
+    ``$schema`` names if vl-convert has it, else its newest release of the same major version
+    (a bare ``.../v5.json``, as :func:`vegalite5_bundle` writes, means "newest 5.x"); for
+    several charts, the highest version any of them needs.
+
+    Args:
+        schemas: one chart's ``$schema`` URL, or several.
+
+    Returns:
+        A version for ``vl_convert``'s ``vl_version=``, or None (its default) when no schema
+        names a Vega-Lite version it has.
+
+    Example:
+        >>> vl_convert_version("https://vega.github.io/schema/vega-lite/v5.json")
+        '5.21'
+    """
+    import vl_convert  # only when drawing offline
+
+    available = [tuple(map(int, v.split("."))) for v in vl_convert.get_vegalite_versions()]
+    best = None
+    for schema in [schemas] if isinstance(schemas, str) else schemas:
+        found = _SCHEMA_VERSION.search(str(schema))
+        if found is None:
+            continue
+        major = int(found[1])
+        same_major = [v for v in available if v[0] == major]
+        if not same_major:
+            continue
+        exact = (major, int(found[2])) if found[2] else None
+        version = exact if exact in same_major else max(same_major)
+        best = version if best is None else max(best, version)
+    return None if best is None else f"{best[0]}.{best[1]}"
 
 
 def vegalite5_bundle(spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ __all__ = [
     "spearman",
     "REDUCTIONS",
     "clip_percentile",
+    "SIMILARITY_REDUCTION",
     "is_signed",
     "normalize",
     "pool",
@@ -45,9 +46,15 @@ def _as_tensor(m) -> torch.Tensor:
     raise TypeError(f"expected a torch.Tensor or numpy array, got {type(m).__name__}")
 
 
+#: How the similarity metrics reduce a map's colour channels (the cascade and data
+#: randomization alike): the signed metric sums them (colour channels add up to the
+#: pixel's effect); the magnitude metrics (spearman_abs, SSIM) average ``|.|``.
+SIMILARITY_REDUCTION = {"signed": "sum", "magnitude": "abs_mean"}
+
+
 def _auto_signed(m: torch.Tensor, signed: bool | None) -> bool:
-    # The rule used whenever `signed=None`: any negative value means a signed map.
-    return bool((m < 0).any()) if signed is None else bool(signed)
+    # The rule used whenever `signed=None`: is_signed.
+    return is_signed(m) if signed is None else bool(signed)
 
 
 def to_2d(m) -> torch.Tensor:
@@ -112,9 +119,18 @@ def reduce_channels(attr, how: str = "sum") -> torch.Tensor:
 
 
 def is_signed(m, tol: float = 1e-6) -> bool:
-    """True when the map has both clearly negative and clearly positive values.
+    """True when the map has a clearly negative value: draw it with diverging colours.
 
-    "Clearly" means beyond ``tol * max|m|``, so rounding noise around zero does not count.
+    The course's one rule for "is this map signed" (``clip_percentile``, ``normalize`` and
+    ``heatmaps`` all use it when ``signed=None``). "Clearly" means below ``-tol * max|m|``,
+    so rounding noise around zero does not count; an all-negative map is signed.
+
+    Args:
+        m: a map (tensor or ndarray, any shape).
+        tol: the fraction of ``max|m|`` that counts as zero.
+
+    Returns:
+        True if any value is below ``-tol * max|m|``.
 
     Example:
         >>> is_signed(torch.tensor([-1.0, 2.0])), is_signed(torch.tensor([0.0, 2.0]))
@@ -122,7 +138,7 @@ def is_signed(m, tol: float = 1e-6) -> bool:
     """
     t = _as_tensor(m)
     eps = tol * float(t.abs().max()) if t.numel() else 0.0
-    return bool((t < -eps).any() and (t > eps).any())
+    return bool((t < -eps).any())
 
 
 def clip_percentile(m, q: float = 99.0, signed: bool | None = None) -> torch.Tensor:

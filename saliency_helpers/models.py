@@ -48,9 +48,9 @@ from torchvision import transforms
 from torchvision.models import ResNet18_Weights, resnet18
 from torchvision.models.resnet import BasicBlock
 
+from .config import MODEL_ENV
 from .images import load_image
 
-MODEL_ENV = "SALIENCY_MODEL"
 MODEL_NAMES = ("resnet18", "efficientnet_lite0", "efficientnet_lite2")
 #: Seconds to wait for the weights server before falling back to the offline model.
 PROBE_TIMEOUT = 3.0
@@ -336,7 +336,7 @@ def load_model(name: str = "auto") -> ModelBundle:
         return _load_resnet18(reason="asked for by name")
     if name in _LITE_VARIANTS:
         return _load_efficientnet_lite(name, reason="asked for by name")
-    if _resnet18_weights_path().is_file():
+    if resnet18_weights_path().is_file():
         return _load_resnet18(reason="ResNet18 ImageNet weights found in the torch cache")
     if _server_answers(_resnet18_url()):
         return _load_resnet18(reason="ResNet18 weights downloaded (the server answered)")
@@ -347,7 +347,7 @@ def load_model(name: str = "auto") -> ModelBundle:
     print(
         f"Model: efficientnet_lite0 ({reason}). To use ResNet18, run "
         "sh.load_model('resnet18') once on a connected machine, or copy "
-        f"{_resnet18_weights_path().name} into {_resnet18_weights_path().parent}.",
+        f"{resnet18_weights_path().name} into {resnet18_weights_path().parent}.",
         file=sys.stdout,
     )
     return _load_efficientnet_lite("efficientnet_lite0", reason=reason)
@@ -365,7 +365,7 @@ def _resnet18_url() -> str:
     return ResNet18_Weights.IMAGENET1K_V1.url
 
 
-def _resnet18_weights_path() -> Path:
+def resnet18_weights_path() -> Path:
     """Where torchvision caches the ResNet18 weights (honours ``TORCH_HOME``)."""
     filename = os.path.basename(urlparse(_resnet18_url()).path)
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
@@ -381,7 +381,7 @@ def _server_answers(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
 
 
 def _load_resnet18(reason: str) -> ModelBundle:
-    path = _resnet18_weights_path()
+    path = resnet18_weights_path()
     if not path.is_file() and not _server_answers(_resnet18_url()):
         raise ModelUnavailableError(
             f"ResNet18's ImageNet weights are not at {path} and {_resnet18_url()} does not "
@@ -568,10 +568,31 @@ def _load_efficientnet_lite(name: str, reason: str) -> ModelBundle:
     )
 
 
-def _freeze(model: nn.Module) -> nn.Module:
-    model.eval()
-    for p in model.parameters():
+def frozen(net: nn.Module) -> nn.Module:
+    """Put a network in evaluation mode and stop gradients to its weights (in place).
+
+    Every explained network is frozen: BatchNorm uses its running statistics and dropout is
+    off, and attribution methods compute gradients for the *input* only.
+
+    Args:
+        net: any ``nn.Module``.
+
+    Returns:
+        ``net`` itself.
+
+    Example:
+        >>> net = frozen(nn.Linear(2, 1))
+        >>> net.training, net.weight.requires_grad
+        (False, False)
+    """
+    net.eval()
+    for p in net.parameters():
         p.requires_grad_(False)
+    return net
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    frozen(model)
     # Channels-last (NHWC) weights: oneDNN then runs every convolution without reordering
     # each activation, for the helpers and for students' own loops alike (IG-50: ResNet18
     # -13%, EfficientNet-Lite0 -23%, same values; see benchmarks/README.md).
@@ -583,7 +604,9 @@ __all__ = [
     "ModelBundle",
     "ModelUnavailableError",
     "efficientnet_training_init",
+    "frozen",
     "layer_default_init",
     "load_model",
+    "resnet18_weights_path",
     "resnet_training_init",
 ]

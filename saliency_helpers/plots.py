@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import altair as alt
 import numpy as np
@@ -27,14 +29,17 @@ import torch
 import vl_convert
 from PIL import Image
 
-from .maps import reduce_channels, to_2d
+from .display import vl_convert_version
+from .maps import is_signed, pool, reduce_channels, to_2d, to_frame
 
 __all__ = [
     "DIVERGING",
     "SEQUENTIAL",
     "chart_size_bytes",
+    "cascade_grid",
     "heatmaps",
     "save_png",
+    "similarity_chart",
     "similarity_lines",
 ]
 
@@ -100,16 +105,6 @@ def _panel_size(h: int, w: int, size: int) -> tuple[int, int]:
     return max(1, round(size * w / h)), size
 
 
-def _image(url: str, width: int, height: int, smooth: bool) -> alt.Chart:
-    # alt.value places the image's centre in pixels, so no x/y scales or axes are needed.
-    return (
-        alt.Chart(pd.DataFrame({"url": [url]}))
-        .mark_image(width=width, height=height, smooth=smooth)
-        .encode(url="url:N", x=alt.value(width / 2), y=alt.value(height / 2))
-        .properties(width=width, height=height)
-    )
-
-
 def _legend(lo: float, hi: float, anchors: list[str], title: str, width: int) -> alt.Chart:
     """A colour bar: rects along x, coloured by the same anchors as the images."""
     edges = np.linspace(lo, hi, 129)
@@ -131,8 +126,28 @@ def _legend(lo: float, hi: float, anchors: list[str], title: str, width: int) ->
     )
 
 
+#: The most rows a ``cells=`` chart may hold: about 0.5 MB of JSON, half the budget.
+MAX_CELLS = 12_000
+
+
+def _panel_keys(maps: Mapping[Any, object]) -> tuple[bool, list[tuple[str, str | None]]]:
+    """``(grid, [(row, column), ...])``: tuple keys make a grid, string keys a wrapped row."""
+    keys = list(maps)
+    tuples = [isinstance(k, tuple) for k in keys]
+    if any(tuples) and not all(tuples):
+        raise ValueError(
+            "maps' keys must be all labels ('gradient') or all (row, column) pairs "
+            "(('gradient', 'fc')), not a mix"
+        )
+    if not any(tuples):
+        return False, [(str(k), None) for k in keys]
+    if any(len(k) != 2 for k in keys):
+        raise ValueError("grid keys are (row, column) pairs, e.g. ('gradient', 'layer4')")
+    return True, [(str(r), str(c)) for r, c in keys]
+
+
 def heatmaps(
-    maps: Mapping[str, object],
+    maps: Mapping[Any, object],
     *,
     photo=None,
     reduce: str = "sum",
@@ -142,40 +157,73 @@ def heatmaps(
     overlay: bool = False,
     columns: int = 4,
     size: int = 180,
+    cells: int | None = None,
     title: str | None = None,
 ) -> alt.VConcatChart:
-    """Draw several saliency maps side by side, each as an image, with one matching colour bar.
+    """Draw saliency maps as one faceted chart, one panel per map, with one colour bar.
+
+    The maps become a tidy frame, one row per panel with the map as a small PNG ``data:``
+    URL, drawn by ``alt.Chart(frame).mark_image().encode(url=...).facet(...)``. String keys
+    give panels in rows of ``columns``; ``(row, column)`` keys give a grid, e.g.
+    ``{(method, stage): map}`` for methods x stages. With ``cells=n`` each map is average-
+    pooled to ``n x n`` cells drawn with ``mark_rect``: hover a cell to read its value.
 
     Args:
-        maps: Mapping ``label -> map``; each map ``(1, C, H, W)``, ``(C, H, W)`` or ``(H, W)``.
-            Channel maps are reduced with ``reduce`` (see ``maps.reduce_channels``).
-        photo: Optional PIL image or ``(3, H, W)`` tensor in [0, 1], shown as the first panel.
+        maps: Mapping ``label -> map`` or ``(row, column) -> map``; each map
+            ``(1, C, H, W)``, ``(C, H, W)`` or ``(H, W)``. Channel maps are reduced with
+            ``reduce`` (see ``maps.reduce_channels``).
+        photo: Optional PIL image or ``(3, H, W)`` tensor in [0, 1], shown as the first panel
+            (labels only), or under every map with ``overlay=True``.
         reduce: ``"sum"`` (signed), ``"abs_mean"`` or ``"abs_max"``.
         signed: Diverging colours centred at 0 (``True``) or a sequential ramp for magnitudes
-            (``False``); ``None`` picks diverging when any map has a negative value.
+            (``False``); ``None`` decides with ``maps.is_signed`` (any clearly negative value).
         shared_scale: ``True``: one colour range for all panels, so panels compare in value.
             ``False``: each panel is scaled to its own range and the bar reads
             "normalised per panel" (-1..1 or 0..1).
         clip: Percentile of ``|map|`` at which colours saturate (``None`` = the maximum).
         overlay: Draw each map translucent over ``photo`` (opacity grows with ``|value|``).
             The photo should be the model input, e.g. ``sh.denormalize(x, bundle)[0]``.
-        columns: Panels per row.
+        columns: Panels per row (labels only).
         size: Length in px of each panel's longer side.
+        cells: Pool each map to ``cells x cells`` and draw rectangles with value tooltips
+            (at most :data:`MAX_CELLS` rectangles in all, to stay within the 1 MB budget).
         title: Optional chart title.
 
     Returns:
-        An Altair chart (panels above a colour bar); ``chart_size_bytes(chart)`` gives its size.
+        An Altair chart (the facet above a colour bar); ``chart_size_bytes(chart)`` gives
+        its size.
 
     Example:
         >>> heatmaps({"gradient": grads[0], "IG": ig[0]}, photo=sh.denormalize(x, bundle)[0])
+        >>> heatmaps({(m, s): maps[m, s] for m in methods for s in stages}, size=96)
+        >>> heatmaps({"gradient": grads[0]}, cells=28)  # hover a cell: its attribution
     """
     if not maps:
         raise ValueError("maps is empty: pass a mapping such as {'gradient': attributions[0]}")
     if overlay and photo is None:
         raise ValueError("overlay=True needs a photo=... to draw the maps on")
-    arrays = {label: reduce_channels(to_2d(m), how=reduce).numpy() for label, m in maps.items()}
+    grid, keys = _panel_keys(maps)
+    if cells is not None and (photo is not None or overlay):
+        raise ValueError("cells= draws rectangles: leave out photo= and overlay=")
+    if grid and photo is not None and not overlay:
+        raise ValueError(
+            "a (row, column) grid has no place for the photo: draw it with overlay=True, "
+            "or in a chart of its own"
+        )
+    arrays = [reduce_channels(to_2d(m), how=reduce) for m in maps.values()]
+    if cells is not None:
+        if not 2 <= int(cells) <= 112:
+            raise ValueError(f"cells must be between 2 and 112, got {cells}")
+        if len(arrays) * cells**2 > MAX_CELLS:
+            fit = int((MAX_CELLS / len(arrays)) ** 0.5)
+            raise ValueError(
+                f"{len(arrays)} maps x {cells}x{cells} cells is over the chart budget of "
+                f"{MAX_CELLS:,} rectangles: use cells={fit} or fewer maps"
+            )
+        arrays = [pool(a, int(cells)) for a in arrays]
+    arrays = [a.numpy() for a in arrays]
     if signed is None:
-        signed = any(a.min() < 0 for a in arrays.values())
+        signed = any(is_signed(a) for a in arrays)
     anchors = DIVERGING if signed else SEQUENTIAL
 
     def top(values: np.ndarray) -> float:
@@ -183,34 +231,19 @@ def heatmaps(
         value = np.percentile(mag, clip) if clip is not None else mag.max()
         return float(value) if value > 0 else 1.0  # an all-zero map: any positive top will do
 
-    shared_top = top(np.concatenate([a.ravel() for a in arrays.values()]))
-    panels = []
+    shared_top = top(np.concatenate([a.ravel() for a in arrays]))
+    tops = [shared_top if shared_scale else top(a) for a in arrays]
+    pw, ph = _panel_size(*arrays[0].shape, size)
     photo_image = None if photo is None else _photo_image(photo)
-    if photo_image is not None:
-        pw, ph = _panel_size(photo_image.height, photo_image.width, size)
-        shown = photo_image.copy()
-        shown.thumbnail((2 * size, 2 * size))  # a 12-megapixel photo would blow the budget
-        panels.append(_image(_jpeg_url(shown), pw, ph, smooth=True).properties(title="photo"))
-
-    # Overlay opacity grows with distance from "no attribution" (0, the ramp's centre if signed).
-    ramp = np.abs(np.linspace(-1, 1, 256)) if signed else np.linspace(0, 1, 256)
-    alpha = np.round(255 * OVERLAY_MAX_ALPHA * ramp)
-    for label, a in arrays.items():
-        hi = shared_top if shared_scale else top(a)
-        lo = -hi if signed else 0.0
-        t = np.clip((a - lo) / (hi - lo), 0, 1)
-        pw, ph = _panel_size(*a.shape, size)
-        if not overlay:
-            panel = _image(_png_url(t, anchors), pw, ph, smooth=False)
-        elif abs(photo_image.width / photo_image.height - a.shape[1] / a.shape[0]) > 0.02:
-            raise ValueError(
-                f"photo is {photo_image.width}x{photo_image.height} but map {label!r} is "
-                f"{a.shape[1]}x{a.shape[0]}: overlay the model input, sh.denormalize(x, bundle)[0]"
-            )
-        else:
-            under = _image(_jpeg_url(photo_image.resize((pw, ph))), pw, ph, smooth=True)
-            panel = alt.layer(under, _image(_png_url(t, anchors, alpha), pw, ph, smooth=False))
-        panels.append(panel.properties(title=label))
+    if overlay:
+        for (label, column), a in zip(keys, arrays, strict=True):
+            if abs(photo_image.width / photo_image.height - a.shape[1] / a.shape[0]) > 0.02:
+                name = label if column is None else (label, column)
+                raise ValueError(
+                    f"photo is {photo_image.width}x{photo_image.height} but map {name!r} is "
+                    f"{a.shape[1]}x{a.shape[0]}: overlay the model input, "
+                    "sh.denormalize(x, bundle)[0]"
+                )
 
     if shared_scale:
         lo, hi = (-shared_top if signed else 0.0), shared_top
@@ -218,8 +251,85 @@ def heatmaps(
     else:
         lo, hi = (-1.0 if signed else 0.0), 1.0
         what = "normalised per panel"
-    legend = _legend(lo, hi, anchors, what, width=min(size * min(columns, len(panels)), 360))
-    chart = alt.vconcat(alt.concat(*panels, columns=columns), legend, center=True)
+
+    if cells is not None:
+        frames = []
+        for (label, column), a, t in zip(keys, arrays, tops, strict=True):
+            frame = to_frame({label: torch.from_numpy(a)}, column=column or "")
+            frame["shown"] = frame["value"] / (1.0 if shared_scale else t)
+            frames.append(frame)
+        frame = pd.concat(frames, ignore_index=True).rename(columns={"method": "panel"})
+        frame[["value", "shown"]] = frame[["value", "shown"]].astype(float).round(5)
+        colour = alt.Scale(
+            domain=np.linspace(lo, hi, len(anchors)).tolist(), range=anchors,
+            interpolate="rgb", clamp=True,
+        )  # fmt: skip
+        panel = (
+            alt.Chart()
+            .mark_rect()
+            .encode(
+                x=alt.X("col:O", axis=None),
+                y=alt.Y("row:O", axis=None),
+                color=alt.Color("shown:Q", scale=colour, legend=None),
+                tooltip=[
+                    alt.Tooltip("panel:N", title="map"),
+                    alt.Tooltip("row:O"),
+                    alt.Tooltip("col:O"),
+                    alt.Tooltip("value:Q", title="attribution", format=".3g"),
+                ],
+            )
+            .properties(width=pw, height=ph)
+        )
+    else:
+        # Overlay opacity grows with distance from "no attribution" (0, the ramp's centre
+        # if signed).
+        ramp = np.abs(np.linspace(-1, 1, 256)) if signed else np.linspace(0, 1, 256)
+        alpha = np.round(255 * OVERLAY_MAX_ALPHA * ramp) if overlay else None
+        rows = []
+        if photo_image is not None and not overlay:
+            shown = photo_image.copy()
+            shown.thumbnail((2 * size, 2 * size))  # a 12-megapixel photo would blow the budget
+            rows.append({"panel": "photo", "column": "", "url": _jpeg_url(shown)})
+        under = None
+        if overlay:
+            under = _jpeg_url(photo_image.resize((2 * pw, 2 * ph)))
+        for (label, column), a, t in zip(keys, arrays, tops, strict=True):
+            low = -t if signed else 0.0
+            scaled = np.clip((a - low) / (t - low), 0, 1)
+            row = {"panel": label, "column": column or "", "url": _png_url(scaled, anchors, alpha)}
+            if under is not None:
+                row["under"] = under
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        image = alt.Chart().mark_image(width=pw, height=ph, smooth=False, aspect=True)
+        position = {"x": alt.value(pw / 2), "y": alt.value(ph / 2)}
+        panel = image.encode(url="url:N", **position).properties(width=pw, height=ph)
+        if overlay:
+            photo_layer = (
+                alt.Chart()
+                .mark_image(width=pw, height=ph, smooth=True, aspect=True)
+                .encode(url="under:N", **position)
+            )
+            panel = alt.layer(photo_layer, panel)
+
+    labels = list(dict.fromkeys(frame["panel"]))
+    if grid:
+        chart = panel.facet(
+            row=alt.Row("panel:N", sort=labels, title=None,
+                        header=alt.Header(labelAngle=0, labelAlign="left")),
+            column=alt.Column("column:N", sort=list(dict.fromkeys(c for _, c in keys)),
+                              title=None),
+            data=frame,
+        )  # fmt: skip
+    else:
+        chart = panel.facet(
+            facet=alt.Facet("panel:N", sort=labels, title=None),
+            columns=columns,
+            data=frame,
+        )
+    n_across = len(dict.fromkeys(c for _, c in keys)) if grid else min(columns, len(labels))
+    legend = _legend(lo, hi, anchors, what, width=min(size * n_across, 360))
+    chart = alt.vconcat(chart, legend, center=True)
     # Keep this chart's colour bar its own when students put two heatmaps side by side
     # (alt.hconcat would otherwise merge the two bars' scales into one wrong one).
     chart = chart.resolve_scale(color="independent", stroke="independent", x="independent")
@@ -288,11 +398,134 @@ def save_png(chart: alt.TopLevelMixin, path, scale: float = 2) -> pathlib.Path:
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Render with the Vega-Lite version Altair wrote the spec for, when vl-convert has it.
-    version = "_".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
-    known = {v.replace(".", "_") for v in vl_convert.get_vegalite_versions()}
-    png = vl_convert.vegalite_to_png(
-        chart.to_json(), vl_version=version if version in known else None, scale=scale
-    )
+    spec = chart.to_dict()
+    version = vl_convert_version(spec.get("$schema", ""))
+    png = vl_convert.vegalite_to_png(json.dumps(spec), vl_version=version, scale=scale)
     path.write_bytes(png)
     return path
+
+
+# --------------------------------------------------------------------------- the cascade
+
+
+def cascade_grid(
+    result: Any,
+    stages: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    size: int = 96,
+    resolution: int = 112,
+    title: str | None = None,
+) -> alt.VConcatChart:
+    """The cascade's maps as a grid: one row per method, one column per randomization depth.
+
+    Each panel shows ``|map|`` (channel sum), average-pooled to ``resolution``
+    pixels and scaled to its own 99th percentile (so a faint map is still
+    visible: compare structure, not brightness).
+
+    Args:
+        result: from :func:`saliency_helpers.sanity.cascade`.
+        stages: columns (default: the original and up to six stages spread over the cascade).
+        methods: rows (default all of ``result.methods``).
+        size: panel side in px.
+        resolution: side of the pooled maps (smaller keeps the chart under 1 MB).
+        title: chart title.
+
+    Returns:
+        An Altair chart (check ``sh.chart_size_bytes(chart)`` < 1 MB).
+
+    Example:
+        >>> cascade_grid(res, methods=["gradient", "guided_backprop"])
+    """
+    methods = list(result.methods if methods is None else methods)
+    if stages is None:
+        randomized = result.stages[1:]
+        pick = np.unique(np.linspace(0, len(randomized) - 1, min(6, len(randomized))).round())
+        stages = [result.stages[0], *[randomized[int(i)] for i in pick]]
+    stages = list(stages)
+    missing = [(m, s) for m in methods for s in stages if (m, s) not in result.tensors]
+    if missing:
+        raise ValueError(f"no map for (method, stage) {missing[:3]}; stages: {result.stages}.")
+    panels = {
+        (m, s): pool(result.tensors[(m, s)].abs(), resolution) for m in methods for s in stages
+    }
+    return heatmaps(
+        panels,
+        signed=False,
+        shared_scale=False,
+        clip=99.0,
+        size=size,
+        title=title or f"|map| as more layers are randomized ({result.order}); left: trained",
+    )
+
+
+def similarity_chart(
+    result: Any, metric: str = "spearman_abs", title: str | None = None
+) -> alt.FacetChart | alt.Chart:
+    """Similarity to the trained model's map vs randomization depth, mean ± sd, with references.
+
+    One panel per method. The solid line is the mean over images and seeds of the
+    similarity between the trained and the randomized model's maps, the band its ± 1 sd;
+    with references (two or more seeds) the grey line and band are the floor at each stage
+    (two independently randomized networks), the dotted line the ceiling and the dashed
+    line the verdict threshold of ``CascadeResult.verdicts``.
+
+    Args:
+        result: from :func:`saliency_helpers.sanity.cascade`.
+        metric: one of ``sanity.METRICS``.
+        title: chart title.
+
+    Returns:
+        A faceted Altair chart (under 1 MB).
+
+    Example:
+        >>> similarity_chart(res, "spearman_signed")
+    """
+    summary = result.summary(metric)
+    # The trained map vs itself is the ceiling's point, drawn with the ceiling.
+    keep = (summary.kind == "trained vs randomized") & (summary.stage != result.stages[0])
+    lines = summary[keep | (summary.kind == "floor")].copy()
+    if not result.references.empty and result.order != "independent":
+        outcomes = result.stage_outcomes(metric)
+        for kind, column in (("ceiling", "ceiling_mean"), ("threshold", "threshold")):
+            extra = outcomes[["method", "stage", column]].rename(columns={column: "mean"})
+            first = extra.groupby("method", sort=False).head(1).assign(stage=result.stages[0])
+            extra = pd.concat([first, extra]).assign(kind=kind, sd=0.0)
+            lines = pd.concat([lines, extra], ignore_index=True)
+    lines["sd"] = lines["sd"].fillna(0.0)
+    lines["lo"], lines["hi"] = lines["mean"] - lines["sd"], lines["mean"] + lines["sd"]
+    kinds = [k for k in ("trained vs randomized", "floor", "ceiling", "threshold")
+             if k in set(lines.kind)]  # fmt: skip
+    colors = {"trained vs randomized": "#1f77b4", "floor": "#7f7f7f", "ceiling": "#2ca02c",
+              "threshold": "#d62728"}  # fmt: skip
+    dashes = {"trained vs randomized": [1, 0], "floor": [1, 0], "ceiling": [2, 2],
+              "threshold": [6, 3]}  # fmt: skip
+    x = alt.X("stage:N", sort=result.stages, axis=alt.Axis(labelAngle=-45), title=None)
+    color = alt.Color(
+        "kind:N", title=None, scale=alt.Scale(domain=kinds, range=[colors[k] for k in kinds]),
+        legend=alt.Legend(orient="bottom", symbolType="stroke"),
+    )  # fmt: skip
+    base = alt.Chart().encode(x=x, color=color)
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=metric), y2="hi:Q")
+    line = base.mark_line(point=True).encode(
+        y="mean:Q",
+        strokeDash=alt.StrokeDash(
+            "kind:N", legend=None,
+            scale=alt.Scale(domain=kinds, range=[dashes[k] for k in kinds]),
+        ),
+        tooltip=["method", "stage", "kind", alt.Tooltip("mean:Q", format=".3f"),
+                 alt.Tooltip("sd:Q", format=".3f")],
+    )  # fmt: skip
+    pairs = [c for c in ("image", "seed") if c in result.similarity.columns]
+    randomized = result.similarity[result.similarity.stage != result.stages[0]]
+    n = randomized.groupby(pairs).ngroups if pairs else 1
+    chart = (
+        alt.layer(band.transform_filter("datum.kind != 'ceiling' && datum.kind != 'threshold'"),
+                  line, data=lines)
+        .properties(width=170, height=150)
+        .facet(column=alt.Column("method:N", sort=result.methods, title=None))
+    )  # fmt: skip
+    default = (
+        f"{metric} with the trained model's map ({result.order}); mean ± sd over "
+        f"{len(result.images)} images x {len(result.seeds)} seeds ({n} pairs)"
+    )
+    return chart.properties(title=title or default)

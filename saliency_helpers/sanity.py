@@ -20,13 +20,14 @@ What the cascade here does (and what it avoids):
 * the caller's model is never touched: every stage is a deep copy.
 
 Public API: :func:`randomized_models`, :func:`cascade`, :class:`CascadeResult`,
-:func:`similarity`, :func:`edge_map`, :func:`cascade_grid`, :func:`similarity_chart`.
+:func:`similarity`, :func:`edge_map`, :func:`decide`; its charts are
+``plots.cascade_grid`` and ``plots.similarity_chart``.
 
 Example:
     >>> b = sh.load_model()
     >>> x = b.preprocess(sh.course_photo())
     >>> res = cascade(b, x, ["gradient", "guided_backprop"])
-    >>> similarity_chart(res)
+    >>> sh.similarity_chart(res)
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import torch
@@ -51,25 +51,25 @@ from .attribution import (
     COMPLETENESS_TOLERANCE,
     METHODS,
     CompletenessWarning,
+    _unpack,
     attribute,
     completeness_error,
     make_baseline,
     resolve_target,
 )
 from .images import denormalize
-from .maps import clip_percentile, normalize, pool, reduce_channels, to_2d
-from .plots import heatmaps
+from .maps import SIMILARITY_REDUCTION, clip_percentile, normalize, reduce_channels, to_2d, to_frame
+from .models import frozen
 
 __all__ = [
     "METRICS",
     "ORDERS",
     "CascadeResult",
     "cascade",
-    "cascade_grid",
+    "cascade_walk",
     "edge_map",
     "randomized_models",
     "similarity",
-    "similarity_chart",
 ]
 
 #: Randomization orders: cumulative from the logits, one block at a time, cumulative from the input.
@@ -94,23 +94,16 @@ def _resolve_model(
     model: Any, layers: Sequence[str] | None, blocks: Mapping[str, Sequence[str]] | None
 ) -> tuple[nn.Module, list[str], dict[str, list[str]]]:
     """The network, its stages (logits first) and the module names of each stage."""
-    if isinstance(model, nn.Module):
-        net = model
-        if layers is None:
-            raise ValueError(
-                "A bare nn.Module needs layers=[...]: the dotted names of its blocks, "
-                "logits first (e.g. ['fc', 'layer4.1', ..., 'conv1']). Or pass the "
-                "object from sh.load_model, which knows them."
-            )
-    elif hasattr(model, "model") and isinstance(model.model, nn.Module):
-        net = model.model
-        layers = list(model.layers) if layers is None else layers
-        blocks = dict(getattr(model, "blocks", {}) or {}) if blocks is None else blocks
-    else:
-        raise TypeError(
-            "model must be the object returned by sh.load_model or an nn.Module, "
-            f"not {type(model).__name__}."
+    net, bundle = _unpack(model)
+    if bundle is None and layers is None:
+        raise ValueError(
+            "A bare nn.Module needs layers=[...]: the dotted names of its blocks, "
+            "logits first (e.g. ['fc', 'layer4.1', ..., 'conv1']). Or pass the "
+            "object from sh.load_model, which knows them."
         )
+    if bundle is not None:
+        layers = list(bundle.layers) if layers is None else layers
+        blocks = dict(getattr(bundle, "blocks", {}) or {}) if blocks is None else blocks
     layers = list(layers)
     if not layers:
         raise ValueError("layers is empty: give at least one block name.")
@@ -126,6 +119,36 @@ def _resolve_model(
                 "check layers=/blocks= against dict(model.named_modules())."
             )
     return net, layers, blocks
+
+
+def cascade_walk(
+    layers: Sequence[str], stages: Sequence[str] | None = None, order: str = "top_down"
+) -> list[str]:
+    """The stages a cascade visits, in the order it visits them.
+
+    Args:
+        layers: every stage of the model, logits first (``bundle.layers``).
+        stages: the stages wanted (default all of ``layers``); each must be in ``layers``.
+        order: one of :data:`ORDERS`; ``"bottom_up"`` starts at the input.
+
+    Returns:
+        The wanted stages in cascade order (``layers``' order, reversed for bottom-up).
+
+    Raises:
+        ValueError: an unknown order, or a stage that is not in ``layers``.
+
+    Example:
+        >>> cascade_walk(["fc", "layer4", "conv1"], ["conv1", "fc"])
+        ['fc', 'conv1']
+    """
+    if order not in ORDERS:
+        raise ValueError(f"Unknown order {order!r}; choose one of {ORDERS}.")
+    wanted = list(layers) if stages is None else list(stages)
+    unknown = [s for s in wanted if s not in layers]
+    if unknown:
+        raise ValueError(f"stages {unknown} are not in the model's layers {list(layers)}.")
+    ordered = list(layers)[::-1] if order == "bottom_up" else list(layers)
+    return [s for s in ordered if s in wanted]
 
 
 def _reset(module: nn.Module) -> bool:
@@ -178,13 +201,6 @@ def _reinitialise(
             for sub in net.get_submodule(name).modules():
                 count += bool(init(sub))
     return count
-
-
-def _prepare(net: nn.Module) -> nn.Module:
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
 
 
 def _check_finite(net: nn.Module, inputs: torch.Tensor | None, stage: str) -> None:
@@ -259,16 +275,13 @@ def randomized_models(
         >>> for stage, net in randomized_models(b, stages=b.layers[:3]):
         ...     print(stage, net(x).argmax().item())
     """
-    if order not in ORDERS:
-        raise ValueError(f"Unknown order {order!r}; choose one of {ORDERS}.")
+    cascade_walk([], [], order)  # an unknown order fails before any work
     init_fn = _init_fn(model, init)
     net, layers, blocks = _resolve_model(model, layers, blocks)
-    wanted = list(layers) if stages is None else list(stages)
-    unknown = [s for s in wanted if s not in layers]
-    if unknown:
-        raise ValueError(f"stages {unknown} are not in the model's layers {layers}.")
+    wanted = cascade_walk(layers, stages, order)
     index = {stage: i for i, stage in enumerate(layers)}
-    walk = layers[::-1] if order == "bottom_up" else layers
+    # top-down and bottom-up randomize every layer on the way, yielding the wanted ones
+    walk = cascade_walk(layers, None, order)
     if inputs is not None:
         inputs = inputs.detach()
 
@@ -279,12 +292,12 @@ def randomized_models(
             )
         return base
 
-    work = _prepare(copy.deepcopy(net)) if order != "independent" else None
+    work = frozen(copy.deepcopy(net)) if order != "independent" else None
     for stage in walk:
         if order == "independent":
             if stage not in wanted:
                 continue
-            out = make(stage, _prepare(copy.deepcopy(net)))
+            out = make(stage, frozen(copy.deepcopy(net)))
         else:
             make(stage, work)
             if stage not in wanted:
@@ -307,10 +320,11 @@ class _Map:
 
     def __init__(self, m: torch.Tensor) -> None:
         m = to_2d(m)
-        self.signed_tensor = reduce_channels(m, "sum")
+        self.signed_tensor = reduce_channels(m, SIMILARITY_REDUCTION["signed"])
         self.shape = tuple(self.signed_tensor.shape)
         self.signed = self.signed_tensor.double().numpy().ravel()
-        self.magnitude = reduce_channels(m.abs(), "abs_mean").double().numpy().ravel()
+        magnitude = reduce_channels(m, SIMILARITY_REDUCTION["magnitude"])
+        self.magnitude = magnitude.double().numpy().ravel()
         self._ranks: dict[str, np.ndarray | None] = {}
         self._unit: np.ndarray | None = None
 
@@ -730,6 +744,56 @@ def _ig_steps(
     )
 
 
+def stage_attributions(
+    network: nn.Module,
+    inputs: torch.Tensor,
+    targets: Any,
+    method_kwargs: Mapping[str, Mapping[str, Any]],
+    stage: str,
+    *,
+    noise_seed: int | None = None,
+    bar: Any = None,
+) -> dict[str, torch.Tensor]:
+    """Every method's attributions on one network of the cascade: one step of its loop.
+
+    On a randomized network (``stage != "original"``) Integrated Gradients' completeness
+    warning is silenced: the steps were chosen on the trained model, and completeness on a
+    random network says nothing about the test.
+
+    Args:
+        network: the trained network or a randomized copy.
+        inputs: ``(N, C, H, W)`` images.
+        targets: the class explained for each image (the trained model's).
+        method_kwargs: ``{method: keyword arguments of sh.attribute}``, in the order to run.
+        stage: ``"original"`` or the randomized stage's name (for messages).
+        noise_seed: the seed of SmoothGrad's noise, unless its kwargs fix one.
+        bar: an optional tqdm bar, advanced once per method.
+
+    Returns:
+        ``{method: (N, C, H, W) attributions}``.
+
+    Raises:
+        FloatingPointError: a method gives NaN or inf.
+    """
+    out = {}
+    for method, kwargs in method_kwargs.items():
+        if bar is not None:
+            bar.set_postfix_str(f"{stage}: {method}")
+        kw = dict(kwargs)
+        if noise_seed is not None and _stochastic(method):
+            kw.setdefault("seed", noise_seed)
+        with warnings.catch_warnings():
+            if stage != ORIGINAL:
+                warnings.simplefilter("ignore", CompletenessWarning)
+            attr = attribute(method, network, inputs, target=targets, **kw)
+        if not torch.isfinite(attr).all():
+            raise FloatingPointError(f"{method} gives NaN/inf at stage {stage!r}.")
+        out[method] = attr
+        if bar is not None:
+            bar.update(1)
+    return out
+
+
 def _pairwise_seeds(seeds: Sequence[int]) -> list[tuple[int, int]]:
     return [(a, b) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
 
@@ -832,11 +896,7 @@ def cascade(
     # model's own prediction would change the question being explained).
     targets = resolve_target(model, inputs, target)
 
-    stage_names = list(layers) if stages is None else list(stages)
-    unknown_stages = [s for s in stage_names if s not in layers]
-    if unknown_stages:
-        raise ValueError(f"stages {unknown_stages} are not in the model's layers {layers}.")
-    walk = [s for s in (layers[::-1] if order == "bottom_up" else layers) if s in stage_names]
+    walk = cascade_walk(layers, stages, order)
     _check_finite(net, inputs, ORIGINAL)
 
     completeness = pd.Series(dtype=float)
@@ -861,23 +921,11 @@ def cascade(
     def explain(
         network: nn.Module, noise_seed: int, label: str, which: Sequence[str] = methods
     ) -> dict[str, list[_Map]]:
-        out = {}
-        for method in which:
-            if bar is not None:
-                bar.set_postfix_str(f"{label}: {method}")
-            kw = dict(kwargs[method])
-            if _stochastic(method):
-                kw.setdefault("seed", noise_seed)
-            with warnings.catch_warnings():
-                if label != ORIGINAL:
-                    warnings.simplefilter("ignore", CompletenessWarning)
-                attr = attribute(method, network, inputs, target=targets, **kw)
-            if not torch.isfinite(attr).all():
-                raise FloatingPointError(f"{method} gives NaN/inf at stage {label!r}.")
-            out[method] = [_Map(a) for a in attr]
-            if bar is not None:
-                bar.update(1)
-        return out
+        attrs = stage_attributions(
+            network, inputs, targets, {m: kwargs[m] for m in which}, label,
+            noise_seed=noise_seed, bar=bar,
+        )  # fmt: skip
+        return {method: [_Map(a) for a in attr] for method, attr in attrs.items()}
 
     sims: list[dict[str, Any]] = []
     refs: list[dict[str, Any]] = []
@@ -944,18 +992,12 @@ def cascade(
             for metric, value in trained[method][i].similarity(ref).items():
                 edge_rows.append({"method": method, "image": image, "metric": metric,
                                   "value": value})  # fmt: skip
-    frames = []
     all_stages = [ORIGINAL, *walk]
-    for method in methods:
-        for stage in all_stages:
-            small = pool(tensors[(method, stage)], FRAME_SIZE).numpy()
-            rows, cols = np.divmod(np.arange(small.size), small.shape[1])
-            frames.append(
-                pd.DataFrame(
-                    {"method": method, "stage": stage, "row": rows, "col": cols,
-                     "value": small.ravel()}
-                )
-            )  # fmt: skip
+    frames = [
+        to_frame({method: tensors[(method, stage)]}, size=FRAME_SIZE, stage=stage)
+        for method in methods
+        for stage in all_stages
+    ]
     similarity_frame = pd.DataFrame(sims)[["method", "stage", "image", "seed", "metric", "value"]]
     references = (
         pd.DataFrame(refs)[["method", "reference", "stage", "image", "metric", "value"]]
@@ -987,133 +1029,3 @@ def _no_bundle(inputs: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ..
     lo, hi = float(inputs.min()), float(inputs.max())
     span = hi - lo if hi > lo else 1.0
     return (-lo / span,) * 3, (1.0 / span,) * 3
-
-
-# ---------------------------------------------------------------------------
-# Charts
-
-
-def cascade_grid(
-    result: CascadeResult,
-    stages: Sequence[str] | None = None,
-    methods: Sequence[str] | None = None,
-    size: int = 96,
-    resolution: int = 112,
-    title: str | None = None,
-) -> alt.VConcatChart:
-    """The maps as a grid: one row per method, one column per randomization depth.
-
-    Each panel shows ``|map|`` (channel sum), average-pooled to ``resolution``
-    pixels and scaled to its own 99th percentile (so a faint map is still
-    visible: compare structure, not brightness).
-
-    Args:
-        result: from :func:`cascade`.
-        stages: columns (default: the original and up to six stages spread over the cascade).
-        methods: rows (default all of ``result.methods``).
-        size: panel side in px.
-        resolution: side of the pooled maps (smaller keeps the chart under 1 MB).
-        title: chart title.
-
-    Returns:
-        An Altair chart (check ``sh.chart_size_bytes(chart)`` < 1 MB).
-
-    Example:
-        >>> cascade_grid(res, methods=["gradient", "guided_backprop"])
-    """
-    methods = list(result.methods if methods is None else methods)
-    if stages is None:
-        randomized = result.stages[1:]
-        pick = np.unique(np.linspace(0, len(randomized) - 1, min(6, len(randomized))).round())
-        stages = [ORIGINAL, *[randomized[int(i)] for i in pick]]
-    stages = list(stages)
-    missing = [(m, s) for m in methods for s in stages if (m, s) not in result.tensors]
-    if missing:
-        raise ValueError(f"no map for (method, stage) {missing[:3]}; stages: {result.stages}.")
-    panels = {
-        f"{m} · {s}": pool(result.tensors[(m, s)].abs(), resolution)
-        for m in methods
-        for s in stages
-    }
-    return heatmaps(
-        panels,
-        signed=False,
-        shared_scale=False,
-        clip=99.0,
-        columns=len(stages),
-        size=size,
-        title=title or f"|map| as more layers are randomized ({result.order}); left: trained",
-    )
-
-
-def similarity_chart(
-    result: CascadeResult, metric: str = "spearman_abs", title: str | None = None
-) -> alt.FacetChart | alt.Chart:
-    """Similarity to the trained model's map vs randomization depth, mean ± sd, with references.
-
-    One panel per method. The solid line is the mean over images and seeds of the
-    similarity between the trained and the randomized model's maps, the band its ± 1 sd;
-    with references (two or more seeds) the grey line and band are the floor at each stage
-    (two independently randomized networks), the dotted line the ceiling and the dashed
-    line the verdict threshold of :meth:`CascadeResult.verdicts`.
-
-    Args:
-        result: from :func:`cascade`.
-        metric: one of :data:`METRICS`.
-        title: chart title.
-
-    Returns:
-        A faceted Altair chart (under 1 MB).
-
-    Example:
-        >>> similarity_chart(res, "spearman_signed")
-    """
-    summary = result.summary(metric)
-    # The trained map vs itself is the ceiling's point, drawn with the ceiling.
-    keep = (summary.kind == "trained vs randomized") & (summary.stage != ORIGINAL)
-    lines = summary[keep | (summary.kind == "floor")].copy()
-    if not result.references.empty and result.order != "independent":
-        outcomes = result.stage_outcomes(metric)
-        for kind, column in (("ceiling", "ceiling_mean"), ("threshold", "threshold")):
-            extra = outcomes[["method", "stage", column]].rename(columns={column: "mean"})
-            first = extra.groupby("method", sort=False).head(1).assign(stage=ORIGINAL)
-            extra = pd.concat([first, extra]).assign(kind=kind, sd=0.0)
-            lines = pd.concat([lines, extra], ignore_index=True)
-    lines["sd"] = lines["sd"].fillna(0.0)
-    lines["lo"], lines["hi"] = lines["mean"] - lines["sd"], lines["mean"] + lines["sd"]
-    kinds = [k for k in ("trained vs randomized", "floor", "ceiling", "threshold")
-             if k in set(lines.kind)]  # fmt: skip
-    colors = {"trained vs randomized": "#1f77b4", "floor": "#7f7f7f", "ceiling": "#2ca02c",
-              "threshold": "#d62728"}  # fmt: skip
-    dashes = {"trained vs randomized": [1, 0], "floor": [1, 0], "ceiling": [2, 2],
-              "threshold": [6, 3]}  # fmt: skip
-    x = alt.X("stage:N", sort=result.stages, axis=alt.Axis(labelAngle=-45), title=None)
-    color = alt.Color(
-        "kind:N", title=None, scale=alt.Scale(domain=kinds, range=[colors[k] for k in kinds]),
-        legend=alt.Legend(orient="bottom", symbolType="stroke"),
-    )  # fmt: skip
-    base = alt.Chart().encode(x=x, color=color)
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("lo:Q", title=metric), y2="hi:Q")
-    line = base.mark_line(point=True).encode(
-        y="mean:Q",
-        strokeDash=alt.StrokeDash(
-            "kind:N", legend=None,
-            scale=alt.Scale(domain=kinds, range=[dashes[k] for k in kinds]),
-        ),
-        tooltip=["method", "stage", "kind", alt.Tooltip("mean:Q", format=".3f"),
-                 alt.Tooltip("sd:Q", format=".3f")],
-    )  # fmt: skip
-    pairs = [c for c in ("image", "seed") if c in result.similarity.columns]
-    randomized = result.similarity[result.similarity.stage != ORIGINAL]
-    n = randomized.groupby(pairs).ngroups if pairs else 1
-    chart = (
-        alt.layer(band.transform_filter("datum.kind != 'ceiling' && datum.kind != 'threshold'"),
-                  line, data=lines)
-        .properties(width=170, height=150)
-        .facet(column=alt.Column("method:N", sort=result.methods, title=None))
-    )  # fmt: skip
-    default = (
-        f"{metric} with the trained model's map ({result.order}); mean ± sd over "
-        f"{len(result.images)} images x {len(result.seeds)} seeds ({n} pairs)"
-    )
-    return chart.properties(title=title or default)

@@ -3,10 +3,10 @@
 A lecture notebook calls :func:`record` where a number is already computed, e.g. right after
 notebook 03 prints Integrated Gradients' completeness error. :func:`record` *displays* the
 value: once as JSON under the custom MIME type :data:`MIMETYPE`, which Jupyter front ends do
-not render, and once as a readable line of plain text, which they do. ``python -m
-saliency_helpers run`` executes the notebooks and reads the values back from the executed
-outputs with :func:`collect`. No global state, no files: what the runner reports is exactly
-what the notebook showed.
+not render, and once as a readable line of plain text, which they do. ``saliency-course run``
+executes the notebooks and reads the values back from the executed outputs
+(``saliency_helpers.course.common.collect``). No global state, no files: what the runner
+reports is exactly what the notebook showed.
 
 Example:
     >>> import saliency_helpers as sh
@@ -19,16 +19,16 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["MIMETYPE", "collect", "record", "to_json", "from_json"]
+__all__ = ["MIMETYPE", "record", "to_json"]
 
 MIMETYPE = "application/vnd.saliency-summary+json"
 _KEY = re.compile(r"^[a-z][a-z0-9_]*$")
-_TABLE = "table"  # marker of a DataFrame encoded by to_json
+TABLE = "table"  # marker of a DataFrame encoded by to_json
 
 
 def to_json(value: Any) -> Any:
@@ -51,7 +51,7 @@ def to_json(value: Any) -> Any:
     """
     if isinstance(value, pd.DataFrame):
         return {
-            "kind": _TABLE,
+            "kind": TABLE,
             "index": [to_json(i) for i in value.index.tolist()],
             "columns": [to_json(c) for c in value.columns.tolist()],
             "data": [[to_json(v) for v in row] for row in value.to_numpy().tolist()],
@@ -72,24 +72,6 @@ def to_json(value: Any) -> Any:
         f"cannot record a value of type {type(value).__name__}; record numbers, strings, "
         "lists or dicts of them, or a pandas DataFrame (convert tensors with .item()/.tolist())"
     )
-
-
-def from_json(value: Any) -> Any:
-    """Undo :func:`to_json` for tables: encoded DataFrames become DataFrames again.
-
-    Args:
-        value: A value as stored by :func:`record`.
-
-    Returns:
-        The value, with every encoded table turned back into a ``pandas.DataFrame``.
-    """
-    if isinstance(value, dict) and value.get("kind") == _TABLE:
-        return pd.DataFrame(value["data"], index=value["index"], columns=value["columns"])
-    if isinstance(value, dict):
-        return {k: from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_json(v) for v in value]
-    return value
 
 
 def _text(key: str, value: Any) -> str:
@@ -138,26 +120,3 @@ def record(key: str, value: Any) -> None:
         print(text)
         return
     display({MIMETYPE: payload, "text/plain": text}, raw=True)
-
-
-def collect(cells: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Read the values that :func:`record` displayed in executed notebook cells.
-
-    Args:
-        cells: The cells of an executed notebook (``nbformat`` cells or plain dicts).
-
-    Returns:
-        ``{key: value}`` in the order recorded (a later record of the same key wins);
-        tables come back as ``pandas.DataFrame``.
-
-    Example:
-        >>> collect(nbformat.read("build/notebooks/03_integrated_gradients.ipynb", 4).cells)
-        {'ig_completeness_error': {'error': 0.0029, ...}}
-    """
-    found: dict[str, Any] = {}
-    for cell in cells:
-        for output in cell.get("outputs", []):
-            payload = output.get("data", {}).get(MIMETYPE)
-            if isinstance(payload, Mapping) and "key" in payload:
-                found[str(payload["key"])] = from_json(payload.get("value"))
-    return found

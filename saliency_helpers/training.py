@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import N_CLASSES, MnistSplit, load_mnist, permuted_labels
+from .models import frozen
 
 __all__ = [
     "SmallCNN",
@@ -167,7 +168,7 @@ def fresh_model(seed: int = 0, hidden: int = 256) -> SmallCNN:
     """
     _check_int("seed", seed)
     with torch.random.fork_rng(devices=[]):
-        return _finish(_init(seed, hidden))
+        return frozen(_init(seed, hidden))
 
 
 @dataclass(frozen=True)
@@ -331,13 +332,6 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(correct) / len(y)
 
 
-def _finish(model: SmallCNN) -> SmallCNN:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
 _FINAL_KEYS = ("train_accuracy", "val_accuracy", "test_accuracy")
 
 
@@ -450,7 +444,7 @@ def train(
             model, blob = loaded
             final = blob["final"]
             return TrainResult(
-                model=_finish(model),
+                model=frozen(model),
                 history=pd.DataFrame(blob["history"]),
                 train_accuracy=float(final["train_accuracy"]),
                 val_accuracy=float(final["val_accuracy"]),
@@ -526,7 +520,7 @@ def train(
     if path is not None:
         _save_cache(path, model, rows, final, seconds)
     return TrainResult(
-        model=_finish(model),
+        model=frozen(model),
         history=pd.DataFrame(rows),
         train_accuracy=train_acc,
         val_accuracy=val_acc,

@@ -2,7 +2,7 @@
 
 Each explorer is a small class holding ipywidgets controls, a status line and an
 ``ipywidgets.Output`` that shows an Altair chart from :func:`~saliency_helpers.plots.heatmaps`
-or :func:`~saliency_helpers.sanity.cascade_grid`. It recomputes at most what changed:
+or :func:`~saliency_helpers.plots.cascade_grid`. It recomputes at most what changed:
 attributions are kept in a dict on the explorer, keyed by the settings that produced them,
 so going back to an earlier setting costs nothing (``.computations`` counts the attribution
 runs actually made). Nothing is cached at module level and importing this module changes no
@@ -55,19 +55,19 @@ from .attribution import (
 )
 from .config import scaled
 from .images import denormalize
-from .maps import pool, reduce_channels
+from .maps import reduce_channels, to_frame
 from .models import ModelBundle
-from .plots import heatmaps, similarity_lines
+from .plots import cascade_grid, heatmaps, similarity_lines
 from .sanity import (
     FRAME_SIZE,
     METRICS,
-    ORDERS,
     ORIGINAL,
     CascadeResult,
-    cascade_grid,
+    cascade_walk,
     edge_map,
     randomized_models,
     similarity,
+    stage_attributions,
 )
 
 __all__ = [
@@ -624,8 +624,7 @@ class CascadeExplorer(_Explorer):
         result: CascadeResult | None = None,
     ) -> None:
         super().__init__(bundle, x)
-        if order not in ORDERS:
-            raise ValueError(f"Unknown order {order!r}; choose one of {ORDERS}.")
+        cascade_walk([], [], order)  # an unknown order fails first
         self._maps: dict[tuple[str, str], torch.Tensor] = {}
         self._sims: dict[str, list[dict[str, Any]]] = {}
         self._generator = None
@@ -647,12 +646,7 @@ class CascadeExplorer(_Explorer):
             if not self.methods:
                 raise ValueError("methods is empty: give e.g. ['gradient', 'guided_backprop'].")
             self.target = resolve_target(bundle, self.x, target)[0]
-            wanted = list(bundle.layers if stages is None else stages)
-            unknown = [s for s in wanted if s not in bundle.layers]
-            if unknown:
-                raise ValueError(f"stages {unknown} are not in the model's layers {bundle.layers}.")
-            ordered = bundle.layers[::-1] if order == "bottom_up" else bundle.layers
-            self.walk = [s for s in ordered if s in wanted]
+            self.walk = cascade_walk(bundle.layers, stages, order)
             self.kwargs = {m: dict(_heavy_defaults().get(m, {})) for m in self.methods}
             for m, kw in (method_kwargs or {}).items():
                 self.kwargs.setdefault(m, {}).update(kw)
@@ -687,15 +681,12 @@ class CascadeExplorer(_Explorer):
 
     def _explain(self, stage: str, network: torch.nn.Module) -> None:
         """Every method's map on one network; similarity to the trained maps."""
-        full = {}
-        for method in self.methods:
-            with warnings.catch_warnings():
-                # On a randomized network IG's completeness says nothing about the test.
-                warnings.simplefilter("ignore", CompletenessWarning)
-                attr = attribute(method, network, self.x, target=self.target, **self.kwargs[method])
-            self.computations += 1
-            full[method] = attr[0]
-            self._maps[(method, stage)] = reduce_channels(attr[0], "sum")
+        kwargs = {m: self.kwargs[m] for m in self.methods}
+        attrs = stage_attributions(network, self.x, self.target, kwargs, stage)
+        self.computations += len(attrs)
+        full = {method: attr[0] for method, attr in attrs.items()}
+        for method, attr in full.items():
+            self._maps[(method, stage)] = reduce_channels(attr, "sum")
         if stage == ORIGINAL:
             self._full = full  # full-channel trained maps: the reference of every similarity
         self._sims[stage] = [
@@ -714,15 +705,10 @@ class CascadeExplorer(_Explorer):
     def result(self) -> CascadeResult:
         """The stages computed so far, as a ``CascadeResult`` (``.table()``, ``cascade_grid``)."""
         stages = [ORIGINAL, *[s for s in self.walk if s in self._sims]]
-        frames = []
-        for (method, stage), m in self._maps.items():
-            small = pool(m, FRAME_SIZE)
-            rows = torch.arange(small.numel()) // small.shape[1]
-            cols = torch.arange(small.numel()) % small.shape[1]
-            frames.append(
-                pd.DataFrame({"method": method, "stage": stage, "row": rows.numpy(),
-                              "col": cols.numpy(), "value": small.ravel().numpy()})
-            )  # fmt: skip
+        frames = [
+            to_frame({method: m}, size=FRAME_SIZE, stage=stage)
+            for (method, stage), m in self._maps.items()
+        ]
         return CascadeResult(
             maps=pd.concat(frames, ignore_index=True),
             tensors=dict(self._maps),

@@ -29,9 +29,9 @@ def cockatoo(lite):
 @pytest.fixture(scope="session")
 def course_result(tmp_path_factory):
     """Every lecture notebook run once per session through the course's main command
-    (``saliency_helpers.run.run_course``) at quick size, into tmp folders. Shared by the
+    (``saliency_helpers.course.run.run_course``) at quick size, into tmp folders. Shared by the
     runner's integration test and the browser tests, so the course runs only once."""
-    from saliency_helpers import run
+    from saliency_helpers.course import run
 
     folder = tmp_path_factory.mktemp("course")
     return run.run_course(

@@ -14,8 +14,8 @@ from checks import assert_same_state, hooks_left, model_state
 from torch import nn
 
 import saliency_helpers as sh
+from saliency_helpers._batching import ChannelsLast, saved_bytes_per_input
 from saliency_helpers.models import GuidedReLU6
-from saliency_helpers.perf import ChannelsLast, saved_bytes_per_input
 
 ALL_METHODS = sorted(sh.METHODS)
 QUICK = {
@@ -398,7 +398,7 @@ def test_results_do_not_depend_on_the_batch_size(lite, corella):
     assert torch.allclose(sg[1], sg[4], atol=1e-5 * sg[1].abs().max())
 
 
-def test_channels_last_is_as_accurate_as_channels_first(lite, corella, monkeypatch):
+def test_channels_last_is_as_accurate_as_channels_first(lite, corella):
     """The layout changes the order of float sums only: against a float64 reference both
     layouts are equally close, and far closer than the method's own approximation."""
     x0 = sh.make_baseline("black", corella, lite)
@@ -411,11 +411,10 @@ def test_channels_last_is_as_accurate_as_channels_first(lite, corella, monkeypat
     reference = (x64 - b64) * g.mean(dim=0, keepdim=True)
     errors = {}
     for channels_last in (True, False):
-        monkeypatch.setattr(sh.attribution, "CHANNELS_LAST", channels_last)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", sh.CompletenessWarning)
             a = sh.attribute("integrated_gradients", lite, corella, target=89, baselines=x0,
-                             n_steps=steps, method="riemann_middle")
+                             n_steps=steps, method="riemann_middle", channels_last=channels_last)
         assert a.is_contiguous()
         errors[channels_last] = float((a.double() - reference).abs().max() / reference.abs().max())
     print(f"max error against float64, relative to the largest value: {errors}")
@@ -428,3 +427,4 @@ def test_channels_last_wrapper_only_for_channels_first_cnns():
     assert sh.attribution._fast(net.to(memory_format=torch.channels_last)) is net
     lin = nn.Linear(3, 2)
     assert sh.attribution._fast(lin) is lin
+    assert sh.attribution._fast(net, channels_last=False) is net

@@ -13,15 +13,10 @@ import torch
 from torch import nn
 
 from benchmarks import report
+from benchmarks.flops import FlopCount, gemm_gflops
 from benchmarks.fold import conv_bn_pairs, inference_copy
-from benchmarks.measure import PeakRAM, measure
-from saliency_helpers.perf import (
-    ChannelsLast,
-    FlopCount,
-    channels_last_weights,
-    gemm_gflops,
-    images_per_batch,
-)
+from benchmarks.measure import PeakRAM, measure, paired_rounds, ratio_summary
+from saliency_helpers._batching import ChannelsLast, channels_last_weights, images_per_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESNET18_FORWARD_GFLOP = 3.628  # 1.814 G multiply-adds at 224 px (torchvision's model card)
@@ -113,6 +108,23 @@ def test_targets_are_judged_against_their_limits():
     assert not report._target("x", 1.2, 1.15, "max")["ok"]
 
 
+def test_paired_rounds_interleave_and_ratios_say_when_rounds_disagree():
+    calls = []
+    times = paired_rounds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # a warm-up call each, then turn by turn
+    assert [len(v) for v in times.values()] == [3, 3]
+    agree = ratio_summary([1.05, 1.10, 1.08], 1.15, "max")
+    assert agree["agree"] and agree["median"] == 1.08
+    assert (agree["low"], agree["high"]) == (1.05, 1.10)
+    split = ratio_summary([1.05, 1.30, 1.10], 1.15, "max")
+    assert not split["agree"]
+    row = report._paired_target("x", split, 1.15, "max")
+    assert row["ok"] is None and row["value"] == 1.10  # judged on no round: too noisy
+    assert report._paired_target("x", agree, 1.15, "max")["ok"] is True
+    slow = ratio_summary([1.2, 1.3], 1.15, "max")
+    assert report._paired_target("x", slow, 1.15, "max")["ok"] is False
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
@@ -163,6 +175,12 @@ def test_quick_run_numbers_are_sane(quick_run):
     textbook_ig = rows[("integrated_gradients", "textbook")]["gflop"]
     assert textbook_ig == pytest.approx(steps * model["gflop"]["backward_with_parameter_gradients"],
                                         rel=0.01)  # fmt: skip
+    # the ratios of the targets come from paired rounds, one value per round
+    for paired in model["paired"]:
+        n = res["config"]["paired_rounds"]
+        assert all(len(v) == n and min(v) > 0 for v in paired["seconds"].values())
+    ratios = model["paired_ratios"]["integrated_gradients"]["floor_ratio"]
+    assert ratios["low"] <= ratios["median"] <= ratios["high"]
     floor = model["floor"]
     assert floor["best"]["layout"].startswith(("channels-first", "channels-last"))
     assert "folded" not in floor["best"]["layout"] and "folded" in floor["best_folded"]["layout"]

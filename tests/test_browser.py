@@ -2,7 +2,7 @@
 with ``executable_path``; nothing is downloaded) opens each offline page from disk.
 
 For every page: each chart's container holds a drawn Vega canvas/SVG, the number of
-containers equals the notebook's chart outputs, MathJax typeset the formulas without a TeX
+containers equals the notebook's chart outputs, every MathML formula is laid out without
 error, the page logged no JavaScript error, and it asked for nothing beyond the machine
 (every http(s) request is recorded and refused). For slides, reveal.js is initialised too.
 The checks are shown to fail on a broken chart and on a stock nbconvert page (CDN scripts).
@@ -24,7 +24,8 @@ import pytest
 from chromium import chromium
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from saliency_helpers import export as ex
+from saliency_helpers.course import common
+from saliency_helpers.course import export as ex
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ("file:", "data:", "blob:", "about:")
@@ -51,7 +52,7 @@ TOY_CELLS = [
 def make_toy(out_dir: Path) -> Path:
     """A tiny notebook executed by a real kernel: two charts (Altair's default html renderer
     and the vega-lite mimetype), math, a widget, slide metadata on the markdown cells."""
-    from saliency_helpers.kernels import notebook_client
+    from saliency_helpers.course.kernels import notebook_client
 
     nb = new_notebook()
     for kind, source in TOY_CELLS:
@@ -99,11 +100,14 @@ CHARTS_STATE = """() => [...document.querySelectorAll("div.saliency-chart")].map
         .filter(m => (m.width && (m.width.baseVal ? m.width.baseVal.value : m.width)) > 0).length
 }))"""
 
-MATH_STATE = """async () => {
-    if (!window.MathJax || !MathJax.startup) return [0, 0];
-    await MathJax.startup.promise;
-    return [document.querySelectorAll("mjx-container").length,
-            document.querySelectorAll("mjx-merror, [data-mjx-error]").length];
+# Formulas are MathML (written at export): count them, and count the ones the browser could
+# not lay out (zero size) or that latex2mathml marked as errors (<merror>).
+MATH_STATE = """() => {
+    const all = [...document.querySelectorAll("math")];
+    const shown = m => m.getClientRects().length > 0;  // a hidden slide's math has no box
+    const bad = all.filter(m => (shown(m) && m.getBoundingClientRect().width === 0)
+                             || m.querySelector("merror"));
+    return [all.length, bad.length];
 }"""
 
 
@@ -163,7 +167,7 @@ def assert_renders(seen: Page, n_charts: int, *, math: bool = True, slides: bool
 @pytest.mark.parametrize("to", ["html", "slides"])
 def test_toy_notebook_renders_offline(browser, toy, tmp_path, to):
     nb = nbformat.read(toy, as_version=4)
-    n_charts = len(ex.chart_outputs(nb))
+    n_charts = len(common.chart_outputs(nb))
     assert n_charts == 2
     path = ex.export_notebook(toy, to, out=tmp_path)
     seen = open_page(browser, path, slides=to == "slides")
@@ -231,7 +235,7 @@ LECTURES = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"
 def test_lecture_notebook_renders_offline(browser, course_result, tmp_path, name, to):
     lecture = next(r.executed for r in course_result.runs if r.name == name)
     nb = nbformat.read(lecture, as_version=4)
-    n_charts = len(ex.chart_outputs(nb))
+    n_charts = len(common.chart_outputs(nb))
     assert n_charts >= 1, f"{name} should show its charts"
     path = ex.export_notebook(lecture, to, out=tmp_path)
     seen = open_page(browser, path, slides=to == "slides")
@@ -241,5 +245,5 @@ def test_lecture_notebook_renders_offline(browser, course_result, tmp_path, name
     )
     if to == "slides":
         assert seen.reveal["total"] >= slide_starts, (seen.reveal, slide_starts)
-    # notebook (< 3 MB by the course budget) + vega, MathJax and reveal.js inlined (~3.5 MB)
+    # notebook (< 3 MB by the course budget) + vega and reveal.js inlined (~1.5 MB)
     assert path.stat().st_size < 8_000_000, f"{path.name}: {path.stat().st_size:,} bytes"

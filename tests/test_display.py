@@ -12,7 +12,7 @@ import vl_convert
 from PIL import Image
 
 import saliency_helpers as sh
-from saliency_helpers import display, sanity
+from saliency_helpers import display, plots, sanity
 
 # The oldest Vega-Lite 5 that vl-convert ships; JupyterLab 4 bundles a 5.x release.
 OLD = "5.8"
@@ -46,8 +46,8 @@ def _course_charts() -> dict[str, alt.TopLevelMixin]:
         "heatmaps abs": sh.heatmaps(maps, reduce="abs_mean", size=64),
         "overlay": sh.heatmaps(maps, photo=photo, overlay=True, size=64),
         "with photo": sh.heatmaps(maps, photo=photo, size=64, columns=2),
-        "cascade grid": sanity.cascade_grid(result, size=48, resolution=32),
-        "similarity": sanity.similarity_chart(result),
+        "cascade grid": plots.cascade_grid(result, size=48, resolution=32),
+        "similarity": plots.similarity_chart(result),
     }
 
 

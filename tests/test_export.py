@@ -16,7 +16,9 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from saliency_helpers import export as ex
+from saliency_helpers.course import common
+from saliency_helpers.course import export as ex
+from saliency_helpers.display import vl_convert_version
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
@@ -94,20 +96,20 @@ def test_spec_is_read_back_exactly_from_altairs_html_output():
     chart = line_chart()
     html = _bundle(chart)["text/html"]
     assert "cdn.jsdelivr.net" in html  # what makes the stock output need the network
-    spec, options = ex.spec_from_html(html)
+    spec, options = common.spec_from_html(html)
     assert spec == chart.to_dict()
     assert options == {"mode": "vega-lite"}
 
 
 def test_spec_from_html_ignores_html_without_a_chart():
-    assert ex.spec_from_html("<table><tr><td>1</td></tr></table>") is None
+    assert common.spec_from_html("<table><tr><td>1</td></tr></table>") is None
     # a vegaEmbed call whose spec is not vega JSON is not a chart we can rebuild
-    assert ex.spec_from_html('<script>vegaEmbed(el, {"a": 1})</script>') is None
+    assert common.spec_from_html('<script>vegaEmbed(el, {"a": 1})</script>') is None
 
 
 def test_chart_outputs_finds_both_renderers_in_order():
     nb = toy_notebook()
-    charts = ex.chart_outputs(nb)
+    charts = common.chart_outputs(nb)
     places = [(c.cell, c.output, c.mode) for c in charts]
     assert places == [(1, 0, "vega-lite"), (3, 0, "vega-lite")]
     assert charts[0].spec == line_chart().to_dict()
@@ -136,7 +138,7 @@ def test_chart_mimetypes_are_recognised(mime, mode):
     ]
     nb = new_notebook()
     nb.cells = [cell]
-    charts = ex.chart_outputs(nb)
+    charts = common.chart_outputs(nb)
     assert [(c.mode, c.spec) for c in charts] == [(mode, spec)]
 
 
@@ -146,8 +148,8 @@ def test_a_chart_loader_without_a_readable_spec_is_refused():
         "text/html": '<script src="https://cdn.jsdelivr.net/npm/vega@6">'
         "</script><script>vegaEmbed(el, spec)</script>"
     }
-    with pytest.raises(ex.OfflineExportError, match="cell 1, output 0"):
-        ex.chart_outputs(nb)
+    with pytest.raises(common.OfflineExportError, match="cell 1, output 0"):
+        common.chart_outputs(nb)
 
 
 def test_prepare_offline_leaves_the_input_alone_and_handles_widgets():
@@ -170,15 +172,18 @@ def test_prepare_offline_leaves_the_input_alone_and_handles_widgets():
 
 def test_vegalite_version_follows_the_specs_schema():
     def version(schema_version):
-        url = f"https://vega.github.io/schema/vega-lite/{schema_version}.json"
-        return ex._vegalite_version([ex.Chart(0, 0, "vega-lite", {"$schema": url}, {})])
+        return vl_convert_version(f"https://vega.github.io/schema/vega-lite/{schema_version}.json")
 
-    assert version("v5.20.1") == "v5.20"
-    assert version("v6.4.1") == "v6.4"
+    assert version("v5.20.1") == "5.20"
+    assert version("v6.4.1") == "6.4"
     # an unknown minor falls back to the newest of the same major, an unknown major to the default
-    assert version("v5.99.0").startswith("v5.")
+    assert version("v5.99.0").startswith("5.")
+    assert version("v5") == version("v5.99.0")  # a bare major: the newest of it
     assert version("v1.0.0") is None
-    assert ex._vegalite_version([]) is None
+    assert vl_convert_version([]) is None
+    # several charts: the highest version any of them needs
+    urls = [f"https://vega.github.io/schema/vega-lite/{v}.json" for v in ("v5.20.1", "v6.4.1")]
+    assert vl_convert_version(urls) == "6.4"
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -220,7 +225,9 @@ def test_exported_document_is_offline_and_carries_every_chart(to):
     assert html.count('class="saliency-chart"') == 2
     assert "window.vegaEmbed=" in html  # vl-convert's bundle, inlined once
     assert html.count("window.vegaEmbed=") == 1
-    assert "window.MathJax" in html
+    # the formula is MathML, drawn by the browser: no MathJax, no TeX left for a script
+    assert '<math display="inline"' in html and "<msup>" in html
+    assert "MathJax" not in html and "y = w^\\top x" not in html
     assert WIDGET not in html and "jupyter-widgets" not in html and ex.NOTE_HTML in html
     assert 'href="https://arxiv.org/abs/1810.03292"' in html  # plain links stay
     if to == "slides":
@@ -228,18 +235,56 @@ def test_exported_document_is_offline_and_carries_every_chart(to):
         assert "<title>toy slides</title>" in html
 
 
-def test_no_math_no_mathjax_no_charts_no_vega():
+def test_no_math_no_charts_no_vega():
     nb = new_notebook(cells=[new_markdown_cell("# Plain"), new_code_cell("1 + 1")])
     html = ex.notebook_to_html(nb, "html")
-    assert "window.MathJax" not in html and "vegaEmbed" not in html
+    assert "<math" not in html and "vegaEmbed" not in html
     assert len(html) < 1_000_000
     assert ex.external_references(html) == []
+
+
+def test_display_math_environments_and_code_spans():
+    text = (
+        "Display: $$\\sum_i a_i = 1$$ and an environment:\n\n"
+        "\\begin{align} x &= 1 \\\\ y &= 2 \\end{align}\n\n"
+        "Code keeps its dollars: `price = $5`."
+    )
+    html = ex.notebook_to_html(new_notebook(cells=[new_markdown_cell(text)]), "html")
+    assert html.count('<math display="block"') == 2
+    assert "price = $5" in html  # not math
+
+
+def test_a_formula_latex2mathml_cannot_read_is_a_clear_error():
+    nb = new_notebook(cells=[new_markdown_cell("Broken: $\\frac{1}{$")])
+    with pytest.raises(common.OfflineExportError, match="could not be turned into MathML"):
+        ex.notebook_to_html(nb, "html")
+
+
+#: The vendored reveal.js (saliency_helpers/course/vendor/reveal/README.md): unchanged npm files.
+REVEAL_SHA256 = {
+    "dist/reveal.js": "46538b52db48724192f59bf46f5e851a18e302777c46f4a34c32709d010d6a29",
+    "dist/reveal.css": "68f915a11ebf7203c0446576b7e952ff61c5dd02134a8a226ffaf62ed42136d2",
+    "plugin/notes/notes.js": "df1201d19d03241a2897d39c3d38768177df1cbd4bde06327b321cb83461ae89",
+}
+
+
+def test_the_vendored_reveal_js_is_the_documented_release():
+    import hashlib
+
+    for name, digest in REVEAL_SHA256.items():
+        data = (ex.REVEAL_DIR / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest, name
+    assert "reveal.js 5.2" in (ex.REVEAL_DIR / "dist/reveal.js").read_text()[:200]
+    assert (ex.REVEAL_DIR / "dist/theme/simple.css").is_file()  # nbconvert's default theme
+    assert "MIT" in (ex.REVEAL_DIR / "LICENSE").read_text() or "Permission is hereby" in (
+        ex.REVEAL_DIR / "LICENSE"
+    ).read_text()
 
 
 def test_a_web_image_in_markdown_cannot_be_exported_offline():
     nb = toy_notebook()
     nb.cells.append(new_markdown_cell("![a cockatoo](https://example.org/cockatoo.png)"))
-    with pytest.raises(ex.OfflineExportError, match="https://example.org/cockatoo.png"):
+    with pytest.raises(common.OfflineExportError, match="https://example.org/cockatoo.png"):
         ex.notebook_to_html(nb, "html")
 
 

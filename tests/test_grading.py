@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -21,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from saliency_helpers import exercises, grade
-from saliency_helpers.grading import check, check_true
+from saliency_helpers.checks import check, check_true
+from saliency_helpers.course import cli, exercises, grade
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -226,13 +225,8 @@ def test_generate_rejects_answer_cell_without_exercise_tag():
 
 
 def _make_exercises(capsys, *args: str) -> tuple[int, str]:
-    """Run scripts/make_exercises.py's main() in-process (a subprocess costs seconds)."""
-    spec = importlib.util.spec_from_file_location(
-        "make_exercises", ROOT / "scripts" / "make_exercises.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    code = module.main(list(args))
+    """Run ``saliency-course make-exercises`` in-process (a subprocess costs seconds)."""
+    code = cli.main(["make-exercises", *args])
     return code, capsys.readouterr().out
 
 
@@ -276,7 +270,7 @@ def test_repository_exercises_are_fresh():
     if not (ROOT / "solutions").is_dir():
         pytest.skip("no solutions/ folder")
     stale = exercises.generate_all(ROOT / "solutions", ROOT / "exercises", check=True)
-    assert stale == [], "stale exercises; run: python scripts/make_exercises.py"
+    assert stale == [], "stale exercises; run: saliency-course make-exercises"
 
 
 # --------------------------------------------------------------------------- grading
@@ -317,7 +311,8 @@ def graded(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "saliency_helpers.grade",
+            "saliency_helpers",
+            "grade",
             str(subs),
             "--out",
             str(out),

@@ -1,4 +1,4 @@
-"""The sliced waits of saliency_helpers.kernels: a message that the socket holds but whose
+"""The sliced waits of saliency_helpers.course.kernels: a message that the socket holds but whose
 wake-up was missed is still received within one slice, a real timeout still raises Empty,
 and the runner's kernels really use these channels."""
 
@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from saliency_helpers import kernels
+from saliency_helpers.course import kernels
 
 
 class MissedWakeUpSocket:

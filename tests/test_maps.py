@@ -46,7 +46,7 @@ def test_to_2d_shapes_and_errors():
 def test_is_signed():
     assert maps.is_signed(torch.tensor([-1.0, 2.0]))
     assert not maps.is_signed(torch.tensor([0.0, 2.0]))
-    assert not maps.is_signed(torch.tensor([-1.0, -2.0]))
+    assert maps.is_signed(torch.tensor([-1.0, -2.0]))  # all negative: diverging colours too
     assert not maps.is_signed(torch.tensor([-1e-12, 2.0]))  # rounding noise is not a sign
 
 

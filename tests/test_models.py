@@ -116,7 +116,7 @@ def test_deepcopy_is_independent(lite):
 def fake_resnet_cache(tmp_path, monkeypatch):
     """A randomly initialised ResNet18 checkpoint under the official file name."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    path = models._resnet18_weights_path()
+    path = models.resnet18_weights_path()
     path.parent.mkdir(parents=True)
     torch.manual_seed(0)
     torch.save(resnet18(weights=None).state_dict(), path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from saliency_helpers.kernels import notebook_client
+from saliency_helpers.course.kernels import notebook_client
 
 ROOT = Path(__file__).resolve().parent.parent
 EXERCISES = sorted((ROOT / "exercises").glob("[0-9][0-9]_*.ipynb"))

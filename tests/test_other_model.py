@@ -12,7 +12,7 @@ import argparse
 
 import pytest
 
-from saliency_helpers import run
+from saliency_helpers.course import run
 from saliency_helpers.models import MODEL_NAMES
 
 MODEL = "efficientnet_lite2"

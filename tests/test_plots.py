@@ -14,14 +14,15 @@ from saliency_helpers import plots
 
 
 def _panels(chart):
-    """The panel specs and the chart's datasets, from the chart's dict."""
+    """The facet's rows (one per panel), its inner spec and the colour bar, from the dict."""
     spec = chart.to_dict()
-    return spec["vconcat"][0]["concat"], spec["datasets"], spec["vconcat"][1]
+    facet, legend = spec["vconcat"]
+    rows = spec["datasets"][facet["data"]["name"]]
+    return rows, facet, legend
 
 
-def _urls(panel, datasets):
-    layers = panel.get("layer", [panel])
-    return [datasets[layer["data"]["name"]][0]["url"] for layer in layers]
+def _urls(row):
+    return [row[k] for k in ("under", "url") if k in row]
 
 
 def _decode(url):
@@ -43,10 +44,11 @@ def test_six_maps_stay_within_one_megabyte(six_maps):
     size = plots.chart_size_bytes(chart)
     print(f"six 224x224 maps: {size:,} bytes of JSON")
     assert size <= 1_000_000
-    panels, datasets, _ = _panels(chart)
-    assert len(panels) == 6
-    assert all(p["mark"]["type"] == "image" for p in panels)
-    assert all(_urls(p, datasets)[0].startswith("data:image/png;base64,") for p in panels)
+    rows, facet, _ = _panels(chart)
+    assert [r["panel"] for r in rows] == list(six_maps)  # one facet row per map, in order
+    assert facet["spec"]["mark"]["type"] == "image"
+    assert facet["facet"]["field"] == "panel" and facet["columns"] == 4
+    assert all(r["url"].startswith("data:image/png;base64,") for r in rows)
 
 
 def test_signed_maps_get_the_diverging_scheme():
@@ -63,13 +65,13 @@ def test_signed_maps_get_the_diverging_scheme():
 def test_shared_versus_independent_scale():
     m = torch.randn(16, 16, generator=torch.Generator().manual_seed(1))
     pair = {"small": m, "large": 10 * m}
-    panels, datasets, legend = _panels(plots.heatmaps(pair, clip=None))
-    small, large = (_urls(p, datasets)[0] for p in panels)
+    rows, _, legend = _panels(plots.heatmaps(pair, clip=None))
+    small, large = (r["url"] for r in rows)
     assert small != large  # on one scale the small map is paler
     assert _colour_scale(legend)["domain"][-1] == pytest.approx(10 * m.abs().max().item())
 
-    panels, datasets, legend = _panels(plots.heatmaps(pair, clip=None, shared_scale=False))
-    small, large = (_urls(p, datasets)[0] for p in panels)
+    rows, _, legend = _panels(plots.heatmaps(pair, clip=None, shared_scale=False))
+    small, large = (r["url"] for r in rows)
     assert small == large  # each scaled to its own range: the same picture
     assert _colour_scale(legend)["domain"][0] == -1 and _colour_scale(legend)["domain"][-1] == 1
     assert legend["encoding"]["x"]["title"] == "normalised per panel"
@@ -78,10 +80,11 @@ def test_shared_versus_independent_scale():
 def test_photo_comes_first_and_non_square_maps_keep_aspect():
     photo = torch.rand(3, 100, 200)
     chart = plots.heatmaps({"a": torch.rand(100, 200)}, photo=photo, size=180)
-    panels, datasets, _ = _panels(chart)
-    assert [p["title"] for p in panels] == ["photo", "a"]
-    assert _urls(panels[0], datasets)[0].startswith("data:image/jpeg;base64,")
-    assert (panels[1]["width"], panels[1]["height"]) == (180, 90)
+    rows, facet, _ = _panels(chart)
+    assert [r["panel"] for r in rows] == ["photo", "a"]
+    assert rows[0]["url"].startswith("data:image/jpeg;base64,")
+    assert (facet["spec"]["width"], facet["spec"]["height"]) == (180, 90)
+    assert facet["spec"]["mark"]["aspect"] is True
 
 
 def test_overlay_draws_translucent_maps_over_the_photo():
@@ -89,12 +92,38 @@ def test_overlay_draws_translucent_maps_over_the_photo():
     chart = plots.heatmaps(
         {"a": torch.randn(32, 32), "b": torch.randn(32, 32)}, photo=photo, overlay=True
     )
-    panels, datasets, _ = _panels(chart)
-    assert len(panels) == 3 and len(panels[1]["layer"]) == 2
-    under, over = _urls(panels[1], datasets)
+    rows, facet, _ = _panels(chart)
+    assert len(rows) == 2 and len(facet["spec"]["layer"]) == 2
+    under, over = _urls(rows[0])
     assert under.startswith("data:image/jpeg")
     alpha = np.asarray(_decode(over).convert("RGBA"))[..., 3]
     assert alpha.min() < 40 and 0 < alpha.max() < 255
+
+
+def test_row_column_keys_make_a_grid():
+    gen = torch.Generator().manual_seed(2)
+    maps = {(m, s): torch.rand(20, 20, generator=gen) for m in ("grad", "ig") for s in ("0", "1")}
+    rows, facet, _ = _panels(plots.heatmaps(maps, size=64))
+    assert facet["facet"]["row"]["field"] == "panel"
+    assert facet["facet"]["column"]["field"] == "column"
+    assert facet["facet"]["column"]["sort"] == ["0", "1"]
+    assert [(r["panel"], r["column"]) for r in rows] == list(maps)
+
+
+def test_cells_are_rectangles_with_value_tooltips():
+    m = torch.arange(64.0).reshape(8, 8) - 20
+    chart = plots.heatmaps({"a": m, "b": -m}, cells=4)
+    rows, facet, legend = _panels(chart)
+    assert facet["spec"]["mark"]["type"] == "rect"
+    assert len(rows) == 2 * 16
+    tips = [t["field"] for t in facet["spec"]["encoding"]["tooltip"]]
+    assert tips == ["panel", "row", "col", "value"]
+    # a cell's value is the average of the pixels it pools (top-left 2x2 of m)
+    first = next(r for r in rows if r["panel"] == "a" and r["row"] == 0 and r["col"] == 0)
+    assert first["value"] == pytest.approx(float(m[:2, :2].mean()))
+    # the cells share the bar's colours
+    assert facet["spec"]["encoding"]["color"]["scale"]["range"] == _colour_scale(legend)["range"]
+    assert plots.chart_size_bytes(plots.heatmaps({"a": torch.randn(224, 224)}, cells=56)) < 10**6
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -108,6 +137,12 @@ def test_bad_inputs_raise_clear_errors():
         plots.heatmaps({"a": torch.rand(2, 3, 8, 8)})
     with pytest.raises(ValueError, match="empty"):
         plots.heatmaps({})
+    with pytest.raises(ValueError, match="not a mix"):
+        plots.heatmaps({"a": torch.rand(8, 8), ("b", "c"): torch.rand(8, 8)})
+    with pytest.raises(ValueError, match="use cells=44"):
+        plots.heatmaps({k: torch.rand(64, 64) for k in "abcdef"}, cells=64)
+    with pytest.raises(ValueError, match="leave out photo"):
+        plots.heatmaps({"a": torch.rand(8, 8)}, cells=4, photo=torch.rand(3, 8, 8))
 
 
 def test_save_png_renders_the_images(six_maps, tmp_path):

@@ -57,17 +57,24 @@ def _requirement_names(reqs: list[str]) -> dict[str, str]:
     return out
 
 
-def test_environment_yml_names_the_same_dependencies_as_pyproject():
+def test_environment_yml_is_the_students_install():
+    """The conda route installs the core dependencies and the self-check tools, nothing more."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = _requirement_names(
-        [d.split("#")[0] for d in project["dependencies"] + project["optional-dependencies"]["dev"]]
-    )
+    extras = project["optional-dependencies"]
+    core = _requirement_names([d.split("#")[0] for d in project["dependencies"]])
+    dev = _requirement_names([d.split("#")[0] for d in extras["dev"]])
+    wanted = {**core, "pytest": dev["pytest"], "nbval": dev["nbval"]}
     lines = (ROOT / "environment.yml").read_text().splitlines()
     pip_section = lines[lines.index("  - pip:") + 1 :]
     pip_reqs = [ln.strip()[2:] for ln in pip_section if ln.strip().startswith("- ")]
     assert "-e ." in pip_reqs
     assert _requirement_names([r for r in pip_reqs if r != "-e ."]) == wanted
     assert "  - python=3.11" in lines
+    # the instructor's tools are an extra, which dev includes; no Jupyter execution in core
+    instructor = _requirement_names([d.split("#")[0] for d in extras["instructor"]])
+    assert {"nbformat", "nbclient", "nbconvert"} <= set(instructor)
+    assert not {"nbformat", "nbclient", "nbconvert"} & set(core)
+    assert "saliency-helpers[instructor]" in [d.split("#")[0].strip() for d in extras["dev"]]
 
 
 def test_the_suite_cannot_reach_the_network():
@@ -107,6 +114,8 @@ before = (torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.
           torch.get_num_threads(), alt.data_transformers.active, alt.renderers.active,
           alt.theme.active, torch.is_grad_enabled())
 import saliency_helpers as sh
+for name in sh.__all__:  # every module and name loaded, not only the package
+    getattr(sh, name)
 after = (torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate(),
          torch.get_num_threads(), alt.data_transformers.active, alt.renderers.active,
          alt.theme.active, torch.is_grad_enabled())
@@ -116,3 +125,25 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+#: Measured on the 2-core machine: about 0.01 s (the names load on first use).
+IMPORT_BUDGET_S = 0.5
+
+
+def test_import_loads_no_course_tooling_and_is_fast():
+    """``import saliency_helpers`` loads no instructor tooling and no Jupyter execution stack."""
+    probe = """
+import sys, time
+start = time.perf_counter()
+import saliency_helpers as sh
+seconds = time.perf_counter() - start
+sh.attribute, sh.heatmaps, sh.cascade, sh.check, sh.widgets  # what a notebook touches
+loaded = sorted(m for m in sys.modules
+                if m.startswith(("saliency_helpers.course", "nbclient", "nbconvert", "nbformat")))
+print(f"{seconds:.4f}", loaded)
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    seconds, loaded = out.stdout.split(" ", 1)
+    assert loaded.strip() == "[]", loaded
+    assert float(seconds) < IMPORT_BUDGET_S, f"import saliency_helpers took {seconds} s"

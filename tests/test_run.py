@@ -1,4 +1,4 @@
-"""Tests of the course runner (``python -m saliency_helpers run``) and of summary recording.
+"""Tests of the course runner (``saliency-course run``) and of summary recording.
 
 Toy notebooks written to tmp folders run in real Jupyter kernels (loopback only): one records
 summary values and shows a tagged Altair chart, one fails in its third code cell, one checks
@@ -23,8 +23,9 @@ import pandas as pd
 import pytest
 import torch
 
-from saliency_helpers import run, summary
-from saliency_helpers.__main__ import main
+from saliency_helpers import summary
+from saliency_helpers.course import common, run
+from saliency_helpers.course.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 LECTURES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -200,7 +201,7 @@ widgets.VBox([widgets.IntSlider(3), out])"""
 def test_runs_from_inside_a_running_event_loop(tmp_path):
     """As in JupyterLab or beside Playwright's sync API: the caller's thread runs a loop.
     Several notebooks with widget cells in a row (such a cell's reply once arrived only at
-    the cell time limit: see saliency_helpers/kernels.py)."""
+    the cell time limit: see saliency_helpers/course/kernels.py)."""
     paths = [
         _write(tmp_path / f"3{i}_widgets.ipynb", [("code", "x = 1"), ("code", WIDGET)])
         for i in range(3)
@@ -274,12 +275,12 @@ def test_chart_spec_reads_altair_html_and_vegalite_outputs():
     chart = alt.Chart(pd.DataFrame({"a": [1, 2]})).mark_bar().encode(x="a:Q")
     bundle = chart._repr_mimebundle_()
     bundle = bundle[0] if isinstance(bundle, tuple) else bundle
-    spec = run.chart_spec([{"output_type": "execute_result", "data": bundle}])
+    spec = common.chart_spec([{"output_type": "execute_result", "data": bundle}])
     assert spec is not None and spec["mark"] == {"type": "bar"}
     as_mime = {"application/vnd.vegalite.v5+json": {"$schema": "x", "mark": "point"}}
-    assert run.chart_spec([{"data": as_mime}])["mark"] == "point"
-    assert run.chart_spec([{"output_type": "stream", "text": "hi"}]) is None
-    assert run.chart_spec([{"data": {"text/html": "<b>not a chart</b>"}}]) is None
+    assert common.chart_spec([{"data": as_mime}])["mark"] == "point"
+    assert common.chart_spec([{"output_type": "stream", "text": "hi"}]) is None
+    assert common.chart_spec([{"data": {"text/html": "<b>not a chart</b>"}}]) is None
 
 
 def test_summary_values_round_trip_through_json():
@@ -288,7 +289,7 @@ def test_summary_values_round_trip_through_json():
     encoded = summary.to_json(value)
     json.dumps(encoded)  # plain JSON
     assert encoded["p"] == 0.25 and encoded["k"] == 89 and encoded["t"] == 1.5
-    back = summary.from_json(encoded)
+    back = common.from_json(encoded)
     pd.testing.assert_frame_equal(back["tab"], table)
     cell = {
         "outputs": [
@@ -298,7 +299,7 @@ def test_summary_values_round_trip_through_json():
             }
         ]
     }
-    assert summary.collect([cell])["x"]["k"] == 89
+    assert common.collect([cell])["x"]["k"] == 89
 
 
 def test_record_outside_a_notebook_prints_and_checks_its_input(capsys):
@@ -334,25 +335,42 @@ def test_cli_errors_are_short_and_name_the_fix(capsys, tmp_path):
         (["run", "--timeout", "0"], "--timeout must be at least 1 second"),
         (["run", "--notebooks", str(tmp_path)], "no notebooks named NN_name.ipynb"),
         (["run", "--no-figures", "--figures", "x"], "not allowed with argument"),
-        (["run", "--quick", "--full"], "argument --full: not allowed with argument --quick"),
-        (["walk"], "invalid choice: 'walk'"),
+        (["run", "--full"], "unrecognized arguments: --full"),  # full size is the default
+        (["walk"], "unknown command 'walk'; choose one of: run, grade, export, make-exercises"),
     ]:
-        with pytest.raises(SystemExit) as exit_info:
-            main(argv)
-        assert exit_info.value.code == 2
+        assert main(argv) == 2, argv
         assert message in capsys.readouterr().err
 
 
 def test_no_command_prints_help(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    assert "run" in out and "grade" in out
+    for command in ("run", "grade", "export", "make-exercises"):
+        assert f"  {command} " in out
 
 
-def test_grade_subcommand_is_the_grader(capsys):
-    with pytest.raises(SystemExit):
-        main(["grade", "--help"])
-    assert "Run submitted exercise notebooks" in capsys.readouterr().out
+@pytest.mark.parametrize(
+    "command, text",
+    [
+        ("grade", "Run submitted exercise notebooks"),
+        ("export", "offline HTML pages and reveal.js slides"),
+        ("make-exercises", "Generate exercises/NN_name.ipynb"),
+        ("run", "Execute every lecture notebook"),
+    ],
+)
+def test_each_subcommand_has_its_help(capsys, command, text):
+    assert main([command, "--help"]) == 0
+    assert text in capsys.readouterr().out
+
+
+def test_the_grade_command_loads_no_ml_stack():
+    """``saliency-course grade`` imports the grader only: no torch, no Captum, no Altair."""
+    code = (
+        "import sys; from saliency_helpers.course import cli, grade; "
+        "print(sorted(m for m in ('torch', 'captum', 'altair') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 # --------------------------------------------------------------------------- the lectures
@@ -408,3 +426,21 @@ def test_the_course_runs_and_summarises(course_result):
     assert {s[:2] for s in course_result.figures} == {n[:2] for n in names}
     for png in course_result.figures.values():
         assert png.read_bytes()[:8] == PNG_HEADER
+
+
+#: The first line of a lecture cell whose printout the tests check (notebooks 00, 03-05).
+CHECKED = "# checked by tests/test_run.py: must print class 89 and its name"
+
+
+@pytest.mark.course
+def test_checked_cells_print_class_89(course_result):
+    """The cells marked as checked print the explained class, 89, with its name."""
+    found = []
+    for result in course_result.runs:
+        for cell in nbformat.read(result.executed, as_version=4).cells:
+            if cell.cell_type == "code" and cell.source.startswith(CHECKED):
+                text = "".join(o.get("text", "") for o in cell.outputs if "text" in o)
+                assert "89" in text.split() or "89 (" in text, (result.name, text)
+                assert "sulphur-crested cockatoo" in text, (result.name, text)
+                found.append(result.name)
+    assert sorted({name[:2] for name in found}) == ["00", "03", "04", "05"]

@@ -18,7 +18,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 import saliency_helpers as sh
-from saliency_helpers import sanity
+from saliency_helpers import plots, sanity
 
 CHEAP = ["gradient", "grad_cam", "guided_backprop"]
 
@@ -483,12 +483,12 @@ def test_cascade_rejects_bad_input(lite, corella):
 
 def test_charts_fit_the_budget(top_down):
     result, _ = top_down
-    grid = sanity.cascade_grid(result)
+    grid = plots.cascade_grid(result)
     assert sh.chart_size_bytes(grid) <= 1_000_000
-    lines = sanity.similarity_chart(result)
+    lines = plots.similarity_chart(result)
     assert sh.chart_size_bytes(lines) <= 1_000_000
     with pytest.raises(ValueError, match="no map"):
-        sanity.cascade_grid(result, stages=["nowhere"])
+        plots.cascade_grid(result, stages=["nowhere"])
 
 
 def test_grid_worst_case_fits_the_budget():
@@ -501,13 +501,13 @@ def test_grid_worst_case_fits_the_budget():
         maps=None, tensors=tensors, similarity=None, edges=None, stages=stages,
         methods=methods, target=0, order="top_down",
     )  # fmt: skip
-    grid = sanity.cascade_grid(fake)
+    grid = plots.cascade_grid(fake)
     size = sh.chart_size_bytes(grid)
     assert size <= 1_000_000, size
 
 
 def test_similarity_chart_draws_spread_and_references(many):
-    chart = sanity.similarity_chart(many, "spearman_signed")
+    chart = plots.similarity_chart(many, "spearman_signed")
     assert sh.chart_size_bytes(chart) <= 1_000_000
     spec = chart.to_dict()
     kinds = {row["kind"] for row in spec["datasets"][next(iter(spec["datasets"]))]}

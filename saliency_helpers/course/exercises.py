@@ -28,9 +28,9 @@ Conventions for notebook authors (the single source is ``solutions/NN_name.ipynb
    runs without error (solution cell and check cell). Markdown-only exercises are
    listed as "manual" for the instructor.
 6. Exercise notebooks are written without outputs and execution counts, byte for byte
-   deterministic, so ``python scripts/make_exercises.py --check`` (run by the tests)
+   deterministic, so ``saliency-course make-exercises --check`` (run by the tests)
    fails when a committed exercise is stale. Regenerate with
-   ``python scripts/make_exercises.py``.
+   ``saliency-course make-exercises``.
 
 Public API: :func:`generate`, :func:`generate_all`, :func:`exercise_id`,
 :func:`render`, :class:`ExerciseError`, and the marker/tag constants.
@@ -38,13 +38,17 @@ Public API: :func:`generate`, :func:`generate_all`, :func:`exercise_id`,
 
 from __future__ import annotations
 
+import argparse
 import copy
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
+
+from .common import course_folder
 
 __all__ = [
     "ANSWER_PLACEHOLDER",
@@ -277,3 +281,48 @@ def generate_all(
     if check and exercises_dir.is_dir():
         stale += [p for p in _notebooks(exercises_dir) if p.name not in expected_names]
     return sorted(stale)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: ``saliency-course make-exercises [--check]``.
+
+    Regenerates ``exercises/NN_name.ipynb`` from ``solutions/NN_name.ipynb``; with ``--check``
+    it writes nothing and exits 1 if an exercise notebook is stale.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0 when done (or up to date), 1 when ``--check`` found stale notebooks, 2 on errors.
+    """
+    parser = argparse.ArgumentParser(
+        prog="saliency-course make-exercises",
+        description="Generate exercises/NN_name.ipynb from solutions/NN_name.ipynb.",
+    )
+    parser.add_argument("--solutions", type=Path, default=None, help="default: solutions/")
+    parser.add_argument("--exercises", type=Path, default=None, help="default: exercises/")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if an exercise is stale"
+    )
+    args = parser.parse_args(argv)
+    solutions = args.solutions or course_folder("solutions")
+    if solutions is None:
+        parser.error("no solutions/ folder here; name it with --solutions")
+    exercises = args.exercises or solutions.parent / "exercises"
+    try:
+        stale = generate_all(solutions, exercises, check=args.check)
+    except (ExerciseError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        if stale:
+            print("Stale exercise notebooks (run: saliency-course make-exercises):")
+            for path in stale:
+                print(f"  {path}")
+            return 1
+        print(f"All exercise notebooks in {exercises} are up to date.")
+        return 0
+    for path in stale:
+        print(f"wrote {path}")
+    print(f"{len(stale)} exercise notebook(s) written, the others were up to date.")
+    return 0

@@ -9,7 +9,7 @@ Karpathy's ``cmp()`` in *nn-zero-to-hero*::
     Exercise 01.2: not yet ✗: max abs difference 0.41 (largest at index (0, 2, 17, 40)); ...
 
 On failure the check raises ``AssertionError`` with the same message, so that
-``pytest --nbval-lax`` and the grading command (``python -m saliency_helpers.grade``)
+``pytest --nbval-lax`` and the grading command (``saliency-course grade``)
 both see the failure. For True/False, text and multiple-choice answers the message never
 shows the expected value: the notebook must not give the answer away.
 

@@ -62,7 +62,7 @@ class SlicedPollKernelManager(AsyncKernelManager):
     """An asyncio kernel manager whose clients are :class:`SlicedPollClient`."""
 
     # Both traits: client() builds from client_factory, whose default does not follow client_class.
-    client_class = DottedObjectName("saliency_helpers.kernels.SlicedPollClient")
+    client_class = DottedObjectName("saliency_helpers.course.kernels.SlicedPollClient")
     client_factory = Type(SlicedPollClient)
 
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m saliency_helpers run [--quick | --full] [--only 03 ...] [--model NAME] [--timeout S]
+    python -m saliency_helpers run [--quick] [--only 03 ...] [--model NAME] [--timeout S]
                                    [--out DIR] [--figures DIR | --no-figures] [--fail-fast]
                                    [--notebooks DIR] [--kernel NAME]
 
@@ -56,17 +56,15 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbformat import NotebookNode
 from tqdm.auto import tqdm
 
-from . import export
-from . import summary as summary_mod
-from .config import QUICK_ENV
+from ..display import vl_convert_version
+from ..models import MODEL_NAMES
+from .common import chart_spec, collect, course_folder, kernel_env
 from .kernels import notebook_client
-from .models import MODEL_ENV, MODEL_NAMES
 
 __all__ = [
     "CellFailure",
     "CourseResult",
     "NotebookRun",
-    "chart_spec",
     "default_notebooks_dir",
     "figure_tags",
     "find_notebooks",
@@ -84,7 +82,6 @@ ERROR_LINES = 6  # how much of a traceback's end the report shows
 _NOTEBOOK = re.compile(r"^(\d\d)_\w+$")
 _STEM = re.compile(r"^\d\d_[a-z0-9_]+$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_VEGALITE_MIME = re.compile(r"^application/vnd\.vegalite\.v\d+[.+]json$")
 
 
 # --------------------------------------------------------------------------- results
@@ -193,17 +190,8 @@ class CourseResult:
 
 
 def default_notebooks_dir() -> Path | None:
-    """The course's ``notebooks/`` folder: next to the package (editable install) or in cwd.
-
-    Returns:
-        The first of ``<repo>/notebooks`` and ``./notebooks`` that holds ``NN_*.ipynb``
-        notebooks, or None.
-    """
-    candidates = [Path(__file__).resolve().parent.parent / "notebooks", Path.cwd() / "notebooks"]
-    for folder in candidates:
-        if folder.is_dir() and any(folder.glob("[0-9][0-9]_*.ipynb")):
-            return folder
-    return None
+    """The course's ``notebooks/`` folder: next to the package (editable install) or in cwd."""
+    return course_folder("notebooks")
 
 
 def find_notebooks(folder: str | Path | None = None) -> list[Path]:
@@ -306,44 +294,10 @@ def figure_tags(nb: NotebookNode, name: str) -> dict[int, str]:
 # --------------------------------------------------------------------------- figures
 
 
-def chart_spec(outputs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Find the Vega-Lite spec of the last Altair chart among a cell's outputs.
-
-    Altair's ``mimetype``/``jupyterlab`` renderers emit ``application/vnd.vegalite.v*+json``
-    (or ``.v6.json``); its default HTML renderer (what a kernel run by nbclient emits with
-    Altair 5.4-6) embeds the spec as the first argument of a JavaScript call, read here.
-
-    Args:
-        outputs: The cell's outputs (``display_data`` / ``execute_result`` dicts).
-
-    Returns:
-        The spec as a dict, or None if no output holds a chart.
-    """
-    for output in reversed(outputs):
-        data = output.get("data", {})
-        for mime, value in data.items():
-            if _VEGALITE_MIME.match(mime):
-                return json.loads(value) if isinstance(value, str) else dict(value)
-        html = data.get("text/html")
-        if isinstance(html, list):
-            html = "".join(html)
-        found = export.spec_from_html(html) if isinstance(html, str) else None
-        if found is not None and "vega-lite" in str(found[0].get("$schema", "")):
-            return found[0]
-    return None
-
-
 def _save_png(spec: Mapping[str, Any], path: Path) -> Path:
     """Render a Vega-Lite spec to PNG offline with the Vega-Lite version it was written for."""
-    found = re.search(r"/v(\d+)(?:\.(\d+))?", str(spec.get("$schema", "")))
-    vl_version = None  # vl-convert's default version, unless the spec names a known one
-    if found is not None:
-        # "v6.4.1" -> 6.4; a bare "v5" (as relabelled by display.offline_charts) -> newest 5.x
-        same_major = [v for v in vl_convert.get_vegalite_versions() if v.split(".")[0] == found[1]]
-        wanted = f"{found[1]}.{found[2]}" if found[2] else (same_major or [None])[-1]
-        if wanted in same_major:
-            vl_version = wanted.replace(".", "_")
-    png = vl_convert.vegalite_to_png(json.dumps(spec), vl_version=vl_version, scale=PNG_SCALE)
+    version = vl_convert_version(str(spec.get("$schema", "")))
+    png = vl_convert.vegalite_to_png(json.dumps(spec), vl_version=version, scale=PNG_SCALE)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)
     return path
@@ -368,16 +322,6 @@ def _error_tail(cell: NotebookNode, fallback: str) -> str:
         text = fallback
     lines = [line.rstrip() for line in _ANSI.sub("", text).splitlines() if line.strip()]
     return "\n".join(lines[-ERROR_LINES:])
-
-
-def _kernel_env(quick: bool, model: str | None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop(QUICK_ENV, None)
-    if quick:
-        env[QUICK_ENV] = "1"
-    if model is not None:
-        env[MODEL_ENV] = model
-    return env
 
 
 def run_notebook(
@@ -481,7 +425,7 @@ def run_notebook(
         done,
         len(code),
         failure,
-        summary=summary_mod.collect(nb.cells),
+        summary=collect(nb.cells),
     )
     if figures_dir is None:
         return run
@@ -560,7 +504,7 @@ def run_course(
     for path in paths:  # bad figure tags: fail in a second, not after an hour of running
         figure_tags(nbformat.read(path, as_version=4), path.stem)
 
-    env = _kernel_env(quick, model)
+    env = kernel_env(quick, model)
     start = time.monotonic()
     runs: list[NotebookRun] = []
     for i, path in enumerate(paths):
@@ -717,17 +661,12 @@ def format_failures(result: CourseResult) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the options of ``run`` to ``parser`` (used by ``python -m saliency_helpers``)."""
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument(
+    """Add the options of ``run`` to ``parser``."""
+    parser.add_argument(
         "--quick",
         action="store_true",
-        help="CI size: SALIENCY_QUICK=1 in the kernels (default: full size)",
-    )
-    size.add_argument(
-        "--full",
-        action="store_true",
-        help="full size, what an instructor runs before class (the default; say it in scripts)",
+        help="CI size: SALIENCY_QUICK=1 in the kernels (default: full size, what an "
+        "instructor runs before class)",
     )
     parser.add_argument(
         "--only",
@@ -806,15 +745,12 @@ def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``python -m saliency_helpers.run [options]``."""
+    """Command-line entry: ``saliency-course run [options]``."""
     parser = add_arguments(
         argparse.ArgumentParser(
-            prog="python -m saliency_helpers run",
+            prog="saliency-course run",
             description="Execute every lecture notebook, export its figures, print a summary.",
         )
     )
     return run_from_args(parser.parse_args(argv), parser)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

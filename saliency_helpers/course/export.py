@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m saliency_helpers.export build/notebooks/01_gradients.ipynb [MORE.ipynb ...]
+    saliency-course export build/notebooks/01_gradients.ipynb [MORE.ipynb ...]
                                       [--to html|slides|both] [--out DIR]
 
 Each notebook becomes one self-contained file, ``DIR/<name>.html`` (the notebook as a page,
@@ -19,10 +19,12 @@ load vega, vega-lite and vega-embed from a CDN; here everything is inlined once 
   renders them all. Each container gets ``data-status="rendered"`` or ``"error"``; an error is
   also written into the container and to the console. Vega-embed's "Open in Vega Editor"
   action (an online editor) is switched off.
-* **math**: MathJax 3 (``tex-svg-full.js`` from the ``django-static-mathjax`` package, SVG
-  output so no web fonts are needed), only when a markdown cell holds math.
+* **math**: every formula in markdown (``$...$``, ``$$...$$``, ``\\begin{...}``) is turned
+  into MathML by ``latex2mathml`` when the page is written; browsers draw MathML themselves, so
+  no MathJax and no web fonts are needed.
 * **slides**: reveal.js 5 and its notes plugin (press ``s`` for the speaker view) from the
-  ``sphinx-revealjs`` package; nbconvert's settings (``SlidesExporter.reveal_theme``, default
+  copy in ``saliency_helpers/course/vendor/reveal/``; nbconvert's settings
+  (``SlidesExporter.reveal_theme``, default
   ``simple``, transition, size) apply. The theme's web fonts (``@import`` of Google Fonts or of
   font files) are left out, so slides use the notebook's fonts. A slide taller than the deck
   scrolls instead of being cut off.
@@ -40,7 +42,7 @@ when clicked). A notebook whose markdown shows a web image cannot obey the rule 
 :class:`OfflineExportError` naming the address.
 
 Example:
-    >>> from saliency_helpers.export import export_notebook
+    >>> from saliency_helpers.course.export import export_notebook
     >>> page = export_notebook("build/notebooks/05_grad_cam.ipynb", to="html", out="build/html")
     >>> page.name
     '05_grad_cam.html'
@@ -51,30 +53,25 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import importlib.util
 import json
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Literal
 
 import nbformat
 
+from ..display import vl_convert_version
+from .common import Chart, OfflineExportError, chart_outputs
+
 Format = Literal["html", "slides"]
 WidgetPolicy = Literal["note", "drop", "text"]
 FORMATS: tuple[str, ...] = ("html", "slides")
 SUFFIX = {"html": ".html", "slides": ".slides.html"}
 
-_VEGA_MIME = re.compile(r"^application/vnd\.(vega|vegalite)\.v(\d+)[.+]json$")  # Altair 6: ".json"
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-_SCHEMA_VERSION = re.compile(r"/schema/(vega|vega-lite)/v(\d+)(?:\.(\d+))?")
-# Where a vega-embed loader script (Altair's renderers and similar) has the spec as JSON.
-_SPEC_STARTS = re.compile(r"(?:\}\)\(|(?:var|let|const)\s+spec\s*=\s*)(?=\{)")
-_OPT_START = re.compile(r"(?:var|let|const)\s+embedOpt\s*=\s*(?=\{)")
-_MATH = re.compile(r"\$|\\\(|\\\[|\\begin\{")
 _OFFSITE = re.compile(r"^\s*(?:https?:)?//", re.IGNORECASE)
 _CSS_URL = re.compile(r"""url\(\s*['"]?([^'")\s]+)|@import\s+['"]([^'"]+)""", re.IGNORECASE)
 
@@ -82,142 +79,6 @@ NOTE_HTML = (
     '<div class="saliency-widget-note"><em>An interactive widget was here: '
     "run the notebook in JupyterLab to use it.</em></div>"
 )
-
-
-class OfflineExportError(ValueError):
-    """An exported page would need the network (a web image, an unrecognised chart loader)."""
-
-
-@dataclass(frozen=True)
-class Chart:
-    """One chart output found in a notebook.
-
-    Attributes:
-        cell: index of the cell in ``nb.cells``.
-        output: index of the output in that cell's ``outputs``.
-        mode: ``"vega-lite"`` or ``"vega"``.
-        spec: the chart's specification (a JSON-able dict).
-        options: vega-embed options saved with the chart (may be empty).
-    """
-
-    cell: int
-    output: int
-    mode: str
-    spec: dict[str, Any]
-    options: dict[str, Any]
-
-
-# ----------------------------------------------------------------------------- finding charts
-
-
-def _json_at(text: str, pos: int) -> tuple[Any, int] | None:
-    try:
-        return json.JSONDecoder().raw_decode(text, pos)
-    except json.JSONDecodeError:
-        return None
-
-
-def _spec_mode(spec: dict[str, Any], default: str = "vega-lite") -> str:
-    match = _SCHEMA_VERSION.search(str(spec.get("$schema", "")))
-    return match.group(1) if match else default
-
-
-def spec_from_html(html: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Find the chart spec and embed options in a vega-embed loader's ``text/html``.
-
-    Altair's renderers (default ``html``, ``colab``, ``kaggle``, ...) write the spec as JSON
-    into a script that loads vega from a CDN; this reads it back.
-
-    Args:
-        html: one output's ``text/html``.
-
-    Returns:
-        ``(spec, embed_options)``, or None when the HTML holds no vega-embed chart.
-
-    Example:
-        >>> import altair as alt
-        >>> chart = alt.Chart(alt.Data(values=[{"a": 1}])).mark_point().encode(x="a:Q")
-        >>> spec, options = spec_from_html(chart._repr_mimebundle_()[0]["text/html"])
-        >>> spec["mark"]["type"], options["mode"]
-        ('point', 'vega-lite')
-    """
-    if "vegaEmbed" not in html:
-        return None
-    for start in _SPEC_STARTS.finditer(html):
-        found = _json_at(html, start.end())
-        if found is None or not isinstance(found[0], dict):
-            continue
-        spec, end = found
-        if "vega" not in str(spec.get("$schema", "")):
-            continue
-        options: dict[str, Any] = {}
-        rest = re.match(r"\s*,\s*(?=\{)", html[end:])  # the `})(spec, options)` form
-        opt_pos = end + rest.end() if rest else None
-        if opt_pos is None:
-            named = _OPT_START.search(html, end)
-            opt_pos = named.end() if named else None
-        if opt_pos is not None:
-            decoded = _json_at(html, opt_pos)
-            if decoded is not None and isinstance(decoded[0], dict):
-                options = decoded[0]
-        return spec, options
-    return None
-
-
-def _looks_like_chart_loader(html: str) -> bool:
-    return "vegaEmbed" in html or "npm/vega" in html
-
-
-def chart_outputs(nb: nbformat.NotebookNode) -> list[Chart]:
-    """Every chart output of a notebook, in order.
-
-    A chart is an output with a vega or vega-lite mimetype, or a ``text/html`` output written
-    by Altair's (or any) vega-embed loader.
-
-    Args:
-        nb: a notebook (``nbformat.read(path, as_version=4)``), usually executed.
-
-    Returns:
-        One :class:`Chart` per chart output; ``len(...)`` is the number of charts a page of
-        this notebook must show.
-
-    Raises:
-        OfflineExportError: an output loads vega but its spec cannot be found.
-
-    Example:
-        >>> nb = nbformat.read("build/notebooks/05_grad_cam.ipynb", as_version=4)
-        >>> [c.mode for c in chart_outputs(nb)][:1]
-        ['vega-lite']
-    """
-    charts = []
-    for ci, cell in enumerate(nb.cells):
-        for oi, out in enumerate(cell.get("outputs", [])):
-            data = out.get("data", {})
-            mime = next((k for k in data if _VEGA_MIME.match(k)), None)
-            if mime is not None:
-                spec = data[mime]
-                spec = json.loads(spec) if isinstance(spec, str) else dict(spec)
-                kind = _VEGA_MIME.match(mime).group(1)  # type: ignore[union-attr]
-                mode = "vega-lite" if kind == "vegalite" else "vega"
-                options = dict(out.get("metadata", {}).get(mime, {}).get("embed_options", {}))
-                charts.append(Chart(ci, oi, mode, spec, options))
-                continue
-            html = data.get("text/html")
-            if isinstance(html, list):
-                html = "".join(html)
-            if not html or not _looks_like_chart_loader(html):
-                continue
-            found = spec_from_html(html)
-            if found is None:
-                raise OfflineExportError(
-                    f"cell {ci}, output {oi}: this text/html loads vega from the web but its "
-                    "chart spec could not be found, so it cannot be made to work offline. "
-                    "Show the chart with Altair's default or 'mimetype' renderer."
-                )
-            spec, options = found
-            mode = str(options.get("mode") or _spec_mode(spec))
-            charts.append(Chart(ci, oi, mode, dict(spec), dict(options)))
-    return charts
 
 
 # ----------------------------------------------------------------------------- making it offline
@@ -304,22 +165,8 @@ def prepare_offline(
 # ----------------------------------------------------------------------------- bundled assets
 
 
-def _package_dir(module: str, pip_name: str) -> Path:
-    # find_spec, not import: sphinx_revealjs imports Sphinx, and only its files are needed.
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            f"offline export needs the files of the '{pip_name}' package: pip install {pip_name}"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _reveal_dir() -> Path:
-    return _package_dir("sphinx_revealjs", "sphinx-revealjs") / "_static" / "revealjs"
-
-
-def _mathjax_file() -> Path:
-    return _package_dir("mathjax", "django-static-mathjax") / "static/mathjax/es5/tex-svg-full.js"
+#: The copy of reveal.js inlined into slide decks (see its README for why a copy).
+REVEAL_DIR = Path(__file__).resolve().parent / "vendor" / "reveal"
 
 
 def _inline_script(code: str) -> str:
@@ -327,25 +174,6 @@ def _inline_script(code: str) -> str:
     # regular expressions alike.
     code = re.sub(r"</(script)", r"<\\/\1", code, flags=re.IGNORECASE)
     return f"<script>\n{code}\n</script>"
-
-
-def _vegalite_version(charts: Sequence[Chart]) -> str | None:
-    """The ``vl_convert`` Vega-Lite version (``"v6.4"``) for the charts' ``$schema``."""
-    import vl_convert
-
-    available = [tuple(map(int, v.split("."))) for v in vl_convert.get_vegalite_versions()]
-    wanted = set()
-    for chart in charts:
-        match = _SCHEMA_VERSION.search(str(chart.spec.get("$schema", "")))
-        if match and match.group(1) == "vega-lite":
-            wanted.add((int(match.group(2)), int(match.group(3) or 0)))
-    if not wanted:
-        return None
-    major, minor = max(wanted)
-    if (major, minor) in available:
-        return f"v{major}.{minor}"
-    same_major = [v for v in available if v[0] == major]
-    return f"v{max(same_major)[0]}.{max(same_major)[1]}" if same_major else None
 
 
 @functools.lru_cache(maxsize=4)
@@ -376,20 +204,6 @@ CHARTS_JS = """
       });
   }
 })();
-"""
-
-MATHJAX_CONFIG = """
-window.MathJax = {
-  tex: {
-    inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]],
-    displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]],
-    processEscapes: true,
-    processEnvironments: true,
-    tags: "ams"
-  },
-  options: {ignoreHtmlClass: "tex2jax_ignore", processHtmlClass: "tex2jax_process"},
-  svg: {fontCache: "global"}
-};
 """
 
 SLIDES_JS = """
@@ -433,8 +247,33 @@ def _css(text: str) -> str:
     return f'<style type="text/css">\n{text}\n</style>'
 
 
-def _has_math(nb: nbformat.NotebookNode) -> bool:
-    return any(c.cell_type == "markdown" and _MATH.search(c.source) for c in nb.cells)
+def _mathml(tex: str, display: str) -> str:
+    """A TeX formula as MathML, which browsers draw themselves: no MathJax on the page."""
+    from latex2mathml.converter import convert
+
+    try:
+        return convert(tex, display=display)
+    except Exception as err:  # latex2mathml raises its own exception types per construct
+        raise OfflineExportError(
+            f"the formula {tex.strip()[:80]!r} could not be turned into MathML "
+            f"({type(err).__name__}: {err}); rewrite it with standard LaTeX commands"
+        ) from None
+
+
+def _mathml_renderer(base: type) -> type:
+    """nbconvert's markdown renderer, with every formula drawn as MathML."""
+
+    class MathMLRenderer(base):
+        def block_math(self, body: str) -> str:
+            return _mathml(body, "block")
+
+        def inline_math(self, body: str) -> str:
+            return _mathml(body, "inline")
+
+        def latex_environment(self, name: str, body: str) -> str:
+            return _mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", "block")
+
+    return MathMLRenderer
 
 
 # ----------------------------------------------------------------------------- templates
@@ -443,9 +282,7 @@ _LAB_TEMPLATE = """
 {%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
-{%- block html_head_js_mathjax -%}
-{{ resources.saliency.mathjax }}
-{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block data_widget_view -%}{%- endblock data_widget_view -%}
 {%- block footer_js -%}{{ resources.saliency.charts }}{%- endblock footer_js -%}
@@ -471,7 +308,6 @@ _REVEAL_TEMPLATE = """
 </style>
 {% endfor %}
 {%- block notebook_css -%}{{ super() }}{%- endblock notebook_css -%}
-{{ resources.saliency.mathjax }}
 {%- endblock html_head -%}
 {{ resources.saliency.reveal_theme }}
 </head>
@@ -485,14 +321,33 @@ _REVEAL_TEMPLATE = """
 
 
 def _exporter(to: Format) -> Any:
-    from jinja2 import DictLoader
+    from jinja2 import DictLoader, pass_context
     from nbconvert import HTMLExporter, SlidesExporter
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
+    renderer_class = _mathml_renderer(IPythonRenderer)
+
+    def markdown2html(self: Any, context: Any, source: str) -> str:
+        # nbconvert's own markdown filter (HTMLExporter.markdown2html), with MathML math.
+        cell = context.get("cell", {})
+        renderer = renderer_class(
+            escape=False,
+            attachments=cell.get("attachments", {}),
+            embed_images=self.embed_images,
+            path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+            anchor_link_text=self.anchor_link_text,
+            exclude_anchor_links=self.exclude_anchor_links,
+            **getattr(self, "lexer_options", {}),
+        )
+        return MarkdownWithMath(renderer=renderer).render(source)
+
+    base = HTMLExporter if to == "html" else SlidesExporter
+    offline = type("OfflineExporter", (base,), {"markdown2html": pass_context(markdown2html)})
     if to == "html":
-        exporter = HTMLExporter(template_name="lab", embed_images=True)
+        exporter = offline(template_name="lab", embed_images=True)
         template = _LAB_TEMPLATE
     else:
-        exporter = SlidesExporter(template_name="reveal", embed_images=True)
+        exporter = offline(template_name="reveal", embed_images=True)
         template = _REVEAL_TEMPLATE
     exporter.extra_loaders = [DictLoader({"saliency_offline.html.j2": template})]
     exporter.template_file = "saliency_offline.html.j2"
@@ -596,20 +451,16 @@ def notebook_to_html(
     if to not in FORMATS:
         raise ValueError(f"to must be 'html' or 'slides', not {to!r}")
     offline, charts = prepare_offline(nb, widgets=widgets)
-    saliency: dict[str, str] = {"mathjax": "", "charts": ""}
-    if _has_math(offline):
-        saliency["mathjax"] = (
-            _inline_script(MATHJAX_CONFIG)
-            + "\n"
-            + _inline_script(_mathjax_file().read_text(encoding="utf-8"))
-        )
+    saliency: dict[str, str] = {"charts": ""}
     if charts:
-        bundle = _vega_bundle(_vegalite_version(charts))
+        bundle = _vega_bundle(
+            vl_convert_version(c.spec.get("$schema", "") for c in charts if c.mode == "vega-lite")
+        )
         saliency["charts"] = _inline_script(bundle) + "\n" + _inline_script(CHARTS_JS)
 
     exporter = _exporter(to)
     if to == "slides":
-        reveal = _reveal_dir()
+        reveal = REVEAL_DIR
         theme = reveal / "dist" / "theme" / f"{exporter.reveal_theme}.css"
         if not theme.is_file():
             raise ValueError(f"no reveal.js theme {exporter.reveal_theme!r} in {theme.parent}")
@@ -691,7 +542,7 @@ def export_notebook(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: ``python -m saliency_helpers.export NOTEBOOK... [--to] [--out]``.
+    """The command line: ``saliency-course export NOTEBOOK... [--to] [--out]``.
 
     Args:
         argv: the arguments (default ``sys.argv[1:]``).
@@ -700,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 when every notebook was written, 1 when one failed (its reason is printed).
     """
     parser = argparse.ArgumentParser(
-        prog="python -m saliency_helpers.export",
+        prog="saliency-course export",
         description="Export executed notebooks to offline HTML pages and reveal.js slides.",
     )
     parser.add_argument("notebooks", nargs="+", type=Path, help="executed .ipynb files")

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m saliency_helpers.grade SUBMISSIONS [--solutions solutions/] [--out results/]
+    saliency-course grade SUBMISSIONS [--solutions solutions/] [--out results/]
                                      [--timeout 600] [--notebook-timeout 1800] [--quick]
 
 ``SUBMISSIONS`` is one of
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -49,6 +48,7 @@ import nbformat
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
+from .common import kernel_env
 from .exercises import ANSWER_TAG, CHECK_TAG, ExerciseError, exercise_id
 from .kernels import notebook_client
 
@@ -241,10 +241,7 @@ def grade_notebook(
         rows = [ExerciseResult(sub.student, sub.notebook, i, FAILED, 0, reason) for i in ids]
         return NotebookResult(sub, rows, time.monotonic() - start, [reason])
 
-    env = dict(os.environ)
-    env.pop("SALIENCY_QUICK", None)
-    if quick:
-        env["SALIENCY_QUICK"] = "1"
+    env = kernel_env(quick)
     replies: dict[int, dict | None] = {}
     client = notebook_client(
         nb,
@@ -437,9 +434,9 @@ def write_reports(results: Sequence[NotebookResult], out_dir: str | Path) -> str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``python -m saliency_helpers.grade SUBMISSIONS [options]``."""
+    """Command-line entry: ``saliency-course grade SUBMISSIONS [options]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m saliency_helpers.grade",
+        prog="saliency-course grade",
         description="Run submitted exercise notebooks and score their exercises.",
     )
     parser.add_argument(
