@@ -9,7 +9,7 @@ renderer that hands the chart to that built-in renderer.
 Altair 6 writes Vega-Lite 6 specs. The course's charts use nothing that Vega-Lite 6 added:
 ``tests/test_display.py`` draws every kind of course chart with Vega-Lite 5.8 and 6 (through
 vl-convert) and checks the pixels are identical, so relabelling the spec as version 5 draws
-exactly the same picture. Exported HTML pages and slides (:mod:`saliency_helpers.export`)
+exactly the same picture. Exported HTML pages and slides (:mod:`saliency_helpers.course.export`)
 inline their own copy of vega, so they work offline whatever the renderer.
 
 Nothing happens on import: a notebook opts in with one call in its set-up cell.

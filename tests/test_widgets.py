@@ -222,12 +222,14 @@ def test_cascade_explorer_walks_lazily_and_matches_sh_cascade(lite, corella, sta
     methods = list(widgets.CASCADE_METHODS)
     assert ex.computations == 2 * len(methods)  # trained model and the first stage only
     first, middle, last = stages
-    _check_chart(ex.chart, f"Randomized: {first} (stage 1 of 3", f"gradient · {first}")
+    _check_chart(ex.chart, f"Randomized: {first} (stage 1 of 3", '"panel": "gradient"',
+                 f'"column": "{first}"')  # the grid's row (method) and column (stage)
     assert _line_stages(ex.chart) == ["original", first]
 
     ex.controls["stage"].value = last  # walks through the middle stage on the way
     assert ex.computations == 4 * len(methods)
-    _check_chart(ex.chart, f"Randomized: {last} (stage 3 of 3", f"guided_backprop · {last}")
+    _check_chart(ex.chart, f"Randomized: {last} (stage 3 of 3", '"panel": "guided_backprop"',
+                 f'"column": "{last}"')
     assert _line_stages(ex.chart) == ["original", first, middle, last]
 
     ex.controls["stage"].value = middle  # already computed

@@ -21,7 +21,7 @@ Conventions for notebook authors (the single source is ``solutions/NN_name.ipynb
    Everything outside the markers (imports, ``answer = None``, comments) is kept.
    A cell with markers but no ``exercise:<id>`` tag is an error.
 3. The self-check cell carries the tags ``check`` and ``exercise:<id>`` and calls
-   ``saliency_helpers.grading.check(...)`` / ``check_true(...)``. It is copied unchanged.
+   ``saliency_helpers.checks.check(...)`` / ``check_true(...)``. It is copied unchanged.
 4. A markdown cell tagged ``answer`` and ``exercise:<id>`` holds the model answer to a
    written question; it becomes "*Your answer here (graded by the instructor).*".
 5. Grading: an exercise passes when every code cell tagged with its ``exercise:<id>``

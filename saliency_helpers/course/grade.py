@@ -15,7 +15,7 @@ Usage::
 Every notebook runs in a fresh ``python3`` kernel of the interpreter that runs the grader
 (jupyter_client substitutes ``sys.executable`` for the kernelspec's ``python``), with the
 notebook's folder as working directory. Errors do not stop the run: every cell runs.
-An exercise (cells tagged ``exercise:<id>``, see ``saliency_helpers.exercises``) passes
+An exercise (cells tagged ``exercise:<id>``, see ``saliency_helpers.course.exercises``) passes
 when all its code cells ran without error. Limits: ``--timeout`` seconds per cell (the cell
 is interrupted, the exercise scores 0, the next cells still run) and ``--notebook-timeout``
 seconds for the whole notebook (cells not reached score 0, reason "timeout").
