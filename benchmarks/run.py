@@ -65,12 +65,12 @@ class Config:
     cascade_stages: int = 6
     cascade_methods: list[str] = field(default_factory=lambda: list(CASCADE_METHODS))
     #: Notebook 06's verdict cascade, as the notebook runs it at full size: every course
-    #: photo, three seeds, four stages, seven methods, IG's steps by the completeness rule.
+    #: photo, two seeds, three stages, seven methods, IG's steps by the completeness rule.
     notebook_cascade: dict[str, Any] = field(
         default_factory=lambda: {
             "photos": 5,
-            "seeds": 3,
-            "stages": 4,
+            "seeds": 2,
+            "stages": 3,
             "methods": [*COURSE_METHODS, "guided_grad_cam"],
             "method_kwargs": {
                 "integrated_gradients": {"baselines": "black"},
