@@ -267,12 +267,14 @@ def attribute(
             warnings.filterwarnings("ignore", message=note)
         net.eval()  # also for the target's forward pass: BatchNorm statistics stay as they are
         targets = resolve_target(model, inputs, target)
-        run = _Run(method, spec, net, bundle, inputs, targets, fast)
-        result = spec(run, dict(kwargs))
+        call = dict(kwargs)
+        if spec.completeness:  # the baseline as a tensor once: the runner and the check share it
+            named = call.get("baselines", spec.defaults["baselines"])
+            call["baselines"] = make_baseline(named, inputs, bundle)
+        result = spec(_Run(method, spec, net, bundle, inputs, targets, fast), call)
         if spec.completeness:
-            call = {**spec.defaults, **kwargs}
-            baselines = make_baseline(call["baselines"], inputs, bundle)
-            error = _completeness(net, inputs, result, targets, baselines)
+            error = _completeness(net, inputs, result, targets, call["baselines"])
+            call = {**spec.defaults, **call}
     if spec.completeness:
         if error > COMPLETENESS_TOLERANCE:
             warnings.warn(
