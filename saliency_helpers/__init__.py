@@ -9,6 +9,7 @@ The modules, by role: ``models`` and ``images`` (what is explained), ``attributi
 method, through Captum), ``maps`` (reducing, pooling, comparing maps), ``plots`` and
 ``display`` (Altair charts, offline), ``sanity`` (the model-randomization cascade and the
 verdict rule), ``data``, ``training`` and ``comparison`` (data randomization on MNIST),
+``faithfulness`` (deletion and insertion curves, ROAR, infidelity and sensitivity),
 ``widgets`` (sliders), ``checks`` (the exercises' self-checks), ``summary`` (numbers for
 the course runner), ``config`` (course size). Instructor tooling lives in
 ``saliency_helpers.course`` and is never imported from here.
@@ -40,6 +41,7 @@ _NAMES: dict[str, str] = {
     **dict.fromkeys(["compare_explanations", "summarize"], "comparison"),
     **dict.fromkeys(["quick", "scaled"], "config"),
     "offline_charts": "display",
+    **dict.fromkeys(["auc", "deletion_curve", "insertion_curve"], "faithfulness"),
     **dict.fromkeys(
         ["PHOTO_SET", "ImageError", "course_photo", "course_photos", "denormalize", "load_image"],
         "images",
@@ -70,6 +72,7 @@ _MODULES = (
     "config",
     "data",
     "display",
+    "faithfulness",
     "images",
     "maps",
     "models",

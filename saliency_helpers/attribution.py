@@ -23,6 +23,7 @@ from captum.attr import (
     LayerAttribution,
     LayerGradCam,
     NoiseTunnel,
+    Occlusion,
     Saliency,
 )
 from torch import nn
@@ -88,7 +89,8 @@ class Method:
         run: how to call it (default: by its kind, see ``_runner``): ``_plain`` (one
             explainer call), ``_integrated`` (baselines, step batching, the fast layout),
             ``_smooth`` (Captum's NoiseTunnel around a base method) or ``_at_layer``
-            (Grad-CAM style).
+            (Grad-CAM style); an entry may name its own, e.g. ``_occlusion`` (patch
+            size in pixels turned into Captum's sliding windows).
         smoothing: Captum's ``nt_type`` for SmoothGrad-style entries.
         needs_layer: the explainer is built at an inner layer (``layer=``, by default
             the model's ``gradcam_layer``).
@@ -111,6 +113,10 @@ class Method:
 
 #: SmoothGrad's defaults (Smilkov et al. 2017 recommend 10-20% noise and ~50 samples).
 SMOOTHING_DEFAULTS = {"noise": 0.15, "nt_samples": 50, "base": "gradient", "seed": 0}
+#: Occlusion's defaults: a 16-pixel square patch (for 224-px photos; a few pixels for
+#: 28-px digits) moved by half its side (``stride=None``), replaced by the zero baseline.
+#: A 224-px photo then takes 27 x 27 = 729 forward passes.
+OCCLUSION_DEFAULTS = {"window": 16, "stride": None, "baselines": "zero"}
 
 
 def _runner(spec: Method) -> Callable[..., torch.Tensor]:
@@ -180,6 +186,15 @@ METHODS: dict[str, Method] = {
         "Selvaraju et al. 2017, https://arxiv.org/abs/1610.02391",
         needs_layer=True,
     ),
+    # Perturbation, not gradients: the change of the target's logit when a patch is
+    # replaced by the baseline (forward passes only). Not among COURSE_METHODS: notebook 08
+    # uses it as a reference that is faithful by construction, at the patch's resolution.
+    "occlusion": Method(
+        lambda net, layer: Occlusion(net),
+        OCCLUSION_DEFAULTS,
+        "Zeiler & Fergus 2014, https://arxiv.org/abs/1311.2901",
+        run=lambda run, kwargs: _occlusion(run, kwargs),  # (defined below)
+    ),
 }
 
 _CAPTUM_NOTES = (
@@ -209,8 +224,8 @@ def attribute(
     Args:
         method: a name in :data:`METHODS`: ``"gradient"``, ``"input_x_gradient"``,
             ``"integrated_gradients"``, ``"smoothgrad"``, ``"smoothgrad_sq"``,
-            ``"vargrad"``, ``"grad_cam"``, ``"guided_backprop"`` or
-            ``"guided_grad_cam"``.
+            ``"vargrad"``, ``"grad_cam"``, ``"guided_backprop"``,
+            ``"guided_grad_cam"`` or ``"occlusion"``.
         model: the object from ``load_model`` or a bare ``nn.Module``. It is not
             modified (parameters, ``training`` flag, ``requires_grad``, hooks).
         inputs: tensor ``(N, C, H, W)`` (any ``(N, ...)`` for a bare module),
@@ -240,6 +255,14 @@ def attribute(
             guided_grad_cam: ``interpolate_mode`` (how Grad-CAM's map is upsampled
             before it multiplies Guided Backprop; default ``"bilinear"``, Captum's
             own default is ``"nearest"``).
+            occlusion: ``window`` (side in pixels of the square patch, default 16; for
+            ``(N, D)`` inputs a run of ``window`` values), ``stride`` (pixels between
+            patches, default ``window // 2``; at most ``window``), ``baselines`` (what
+            the patch is replaced with, as for IG; default ``"zero"``),
+            ``perturbations_per_eval`` (occluded copies per input in one forward pass;
+            default :func:`images_at_once` divided by the number of inputs). A patch
+            covers all channels of its pixels; a value's attribution is the mean
+            change of the logit over the patches that cover it (Captum's rule).
 
     Returns:
         Attributions shaped like ``inputs`` (Grad-CAM's one map per image is
@@ -377,7 +400,12 @@ def make_baseline(baseline: Any, inputs: torch.Tensor, model: Any = None) -> tor
     if baseline == "zero":
         return torch.zeros_like(inputs)
     if baseline == "blur":
-        return TF.gaussian_blur(inputs, kernel_size=[51, 51], sigma=[12.0, 12.0])
+        # A 51-px kernel with sigma 12 for photos; smaller images get the largest odd kernel
+        # their reflect padding allows (half the kernel < the side), sigma scaled with it.
+        side = min(inputs.shape[-2:])
+        kernel = min(51, 2 * ((side - 1) // 2) + 1)
+        sigma = 12.0 * kernel / 51
+        return TF.gaussian_blur(inputs, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
     if baseline == "mean":
         return inputs.mean(dim=tuple(range(2, inputs.dim())), keepdim=True).expand_as(inputs)
     _, bundle = _unpack(model) if model is not None else (None, None)
@@ -582,6 +610,50 @@ def _smooth(run: _Run, kwargs: dict[str, Any]) -> torch.Tensor:
     with torch.random.fork_rng():  # seeded noise without touching the caller's RNG
         torch.manual_seed(seed)
         return tunnel.attribute(inputs, target=run.targets, **call).detach().contiguous()
+
+
+def _occlusion(run: _Run, kwargs: dict[str, Any]) -> torch.Tensor:
+    """Occlusion: a square patch of ``window`` pixels (all channels) every ``stride`` pixels,
+    turned into Captum's sliding windows; forward passes only, so under inference mode."""
+
+    def pixels(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"occlusion: {name} must be a positive int (pixels), got {value!r}.")
+        return value
+
+    own = {**run.spec.defaults, **kwargs}
+    window = pixels("window", own.pop("window"))
+    stride = own.pop("stride")
+    stride = max(1, window // 2) if stride is None else pixels("stride", stride)
+    inputs = run.inputs
+    if stride > window:
+        raise ValueError(
+            f"occlusion: stride={stride} > window={window} would skip pixels; use a stride of "
+            "at most the window."
+        )
+    if inputs.dim() == 4:
+        channels, *size = inputs.shape[1:]
+        shapes, strides = (channels, window, window), (channels, stride, stride)
+    elif inputs.dim() == 2:
+        size = [inputs.shape[1]]
+        shapes, strides = (window,), (stride,)
+    else:
+        raise ValueError(
+            f"occlusion needs inputs shaped (N, C, H, W) or (N, D), got {tuple(inputs.shape)}."
+        )
+    if window > min(size):
+        raise ValueError(
+            f"occlusion: window={window} is larger than the input ({' x '.join(map(str, size))}"
+            "); use a smaller window."
+        )
+    own["baselines"] = make_baseline(own["baselines"], inputs, run.bundle)
+    own.setdefault("perturbations_per_eval", max(1, images_at_once(run.net, inputs) // len(inputs)))
+    explainer = run.spec.build(run.net, None)
+    with torch.inference_mode():
+        out = explainer.attribute(
+            inputs, sliding_window_shapes=shapes, strides=strides, target=run.targets, **own
+        )
+    return out.clone()  # outside inference mode: an ordinary tensor the caller can reuse
 
 
 def images_at_once(net: nn.Module, inputs: torch.Tensor) -> int:

@@ -23,6 +23,7 @@ QUICK = {
     "smoothgrad": {"nt_samples": 4},
     "smoothgrad_sq": {"nt_samples": 4},
     "vargrad": {"nt_samples": 4},
+    "occlusion": {"window": 56},  # 16 forward passes instead of the default's 729
 }
 
 
@@ -428,3 +429,17 @@ def test_channels_last_wrapper_only_for_channels_first_cnns():
     lin = nn.Linear(3, 2)
     assert sh.attribution._fast(lin) is lin
     assert sh.attribution._fast(net, channels_last=False) is net
+
+
+def test_blur_baseline_works_on_small_images():
+    """Photos keep the 51-px kernel; images smaller than it get a kernel that fits."""
+    import torchvision.transforms.functional as TF
+
+    photo = torch.rand(1, 3, 64, 64)
+    expected = TF.gaussian_blur(photo, kernel_size=[51, 51], sigma=[12.0, 12.0])
+    assert torch.equal(sh.make_baseline("blur", photo), expected)
+    for side in (3, 8, 25):
+        tiny = torch.rand(2, 1, side, side)
+        blurred = sh.make_baseline("blur", tiny)
+        assert blurred.shape == tiny.shape and torch.isfinite(blurred).all()
+        assert blurred.std() < tiny.std()  # smoothed
