@@ -8,6 +8,13 @@ budgets to those items, so that the README's test command enforces them:
 
 It also writes each executed notebook to ``build/executed/<folder>/<name>.ipynb``
 (outside git) for inspection, with a ``sizes.json`` summary.
+
+Parallel runs (pytest-xdist with ``-n auto --dist loadfile --no-loadscope-reorder``, as in
+the README's test command): all tests of one file run in the same worker, so a notebook's
+cells share one kernel and a module's fixtures are built once (the lectures' course run lives
+in tests/test_course.py alone for that reason); the files with the longest tests start first.
+Each worker gets its share of the cores (``OMP_NUM_THREADS``, inherited by the kernels it
+starts), so two workers on two cores do not fight over them.
 """
 
 from __future__ import annotations
@@ -24,6 +31,24 @@ NOTEBOOK_BUDGET = int(os.environ.get("SALIENCY_NOTEBOOK_BUDGET", 3_000_000))
 BUILD = Path(__file__).resolve().parent / "build" / "executed"
 
 _outputs: dict[Path, dict[int, list]] = defaultdict(dict)
+
+
+def _share_cores() -> None:
+    """Give an xdist worker ``cores // workers`` threads, before torch is imported."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+
+
+_share_cores()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Start with the files that hold the longest tests (marked ``course``: minutes each), so
+    that in a parallel run they begin at once on different workers instead of finishing last
+    (the README's command keeps this order: ``--no-loadscope-reorder``)."""
+    heavy = {item.path for item in items if item.get_closest_marker("course")}
+    items.sort(key=lambda item: item.path not in heavy)  # stable: the rest keep their order
 
 
 def _nbval_cell(item: pytest.Item) -> bool:
@@ -71,4 +96,7 @@ def pytest_sessionfinish(session):
             print(f"could not write {target}: {err}")
             continue
         sizes[f"{path.parent.name}/{path.name}"] = target.stat().st_size
-    (BUILD / "sizes.json").write_text(json.dumps(sizes, indent=1, sort_keys=True))
+    summary = BUILD / "sizes.json"  # each xdist worker adds the notebooks it ran
+    if summary.is_file() and os.environ.get("PYTEST_XDIST_WORKER"):
+        sizes = {**json.loads(summary.read_text()), **sizes}
+    summary.write_text(json.dumps(sizes, indent=1, sort_keys=True))

@@ -72,6 +72,7 @@ __all__ = [
     "ROAR_CONFIG",
     "ROAR_FRACTIONS",
     "STEPS",
+    "VERDICTS",
     "auc",
     "curves",
     "curves_chart",
@@ -82,6 +83,7 @@ __all__ = [
     "roar_chart",
     "roar_drop",
     "robustness",
+    "versus_reference",
 ]
 
 #: Points on a deletion or insertion curve, after the start: 100 steps of 1% of the pixels.
@@ -355,6 +357,66 @@ def auc(frame: pd.DataFrame) -> float | pd.Series:
         else pd.Index(labels, name=keys[0])
     )
     return pd.Series([area(g) for _, g in groups], index=index, name="auc")
+
+
+#: What :func:`versus_reference` calls a method that beats / loses to / ties the reference.
+VERDICTS = ("better than random", "worse than random", "not distinguishable")
+
+
+def versus_reference(
+    areas: pd.Series, kind: str = "deletion", reference: str = "random", z: float = 2.0
+) -> pd.DataFrame:
+    """Is each method's curve better than the reference's? The rule, applied per method.
+
+    For every image the **gain** is how much better the method's area is than the
+    reference's on that same image (deletion: ``auc_reference - auc_method``, lower areas
+    are better; insertion: ``auc_method - auc_reference``). Over the images:
+
+    * **better** when the mean gain exceeds ``z`` standard errors (``sd / sqrt(n)``);
+    * **worse** when it is below ``-z`` standard errors;
+    * **not distinguishable** otherwise (also with a single image, where no spread is known).
+
+    A paired comparison, so photos that are easy for every method do not count as wins.
+
+    Args:
+        areas: from :func:`auc` of a :func:`curves` frame: a Series indexed by ``method``
+            and one or more image columns (``image``, ``photo``).
+        kind: ``"deletion"`` or ``"insertion"``: which direction is better.
+        reference: the method name of the reference curve (default ``"random"``).
+        z: standard errors required (default 2, as the sanity checks' rule).
+
+    Returns:
+        One row per method (the reference excluded): ``auc`` and ``auc_sd`` (mean and sd
+        over images), ``gain`` and ``gain_se``, ``images``, ``verdict`` (one of
+        :data:`VERDICTS`).
+
+    Example:
+        >>> versus_reference(auc(curves(b, xs, maps, kind="deletion")))  # doctest: +SKIP
+    """
+    from .sanity import _mean_se
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+    if not isinstance(areas, pd.Series) or "method" not in (areas.index.names or []):
+        raise ValueError("areas must be auc(frame) of a curves() frame: indexed by method.")
+    wide = areas.unstack("method")
+    if reference not in wide.columns:
+        raise ValueError(f"no {reference!r} curve in areas: add maps[{reference!r}] = 'random'.")
+    sign = 1.0 if kind == "insertion" else -1.0
+    rows = []
+    for method in [m for m in wide.columns if m != reference]:
+        gain = sign * (wide[method] - wide[reference])
+        mean, _, se, n, _ = _mean_se(gain)
+        auc_mean, auc_sd, _, _, _ = _mean_se(wide[method])
+        if n > 1 and mean > z * se:
+            verdict = VERDICTS[0]
+        elif n > 1 and mean < -z * se:
+            verdict = VERDICTS[1]
+        else:
+            verdict = VERDICTS[2]
+        rows.append({"method": method, "auc": auc_mean, "auc_sd": auc_sd, "gain": mean,
+                     "gain_se": se, "images": n, "verdict": verdict})
+    return pd.DataFrame(rows).set_index("method")
 
 
 def curves(

@@ -37,3 +37,13 @@ def course_result(tmp_path_factory):
     return run.run_course(
         quick=True, out=folder / "notebooks", figures=folder / "figures", progress=False
     )
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium with a fresh profile for a test module's pages (tests/chromium.py:
+    skipped without Chromium, failing when ``CI`` is set)."""
+    from chromium import chromium
+
+    with chromium(height=900) as context:
+        yield context

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from chromium import chromium
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from saliency_helpers.course import common
@@ -72,13 +71,6 @@ def toy(tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------- the browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One headless Chromium with a fresh profile for this module's pages."""
-    with chromium(height=900) as context:
-        yield context
 
 
 @dataclass
@@ -221,29 +213,3 @@ def test_a_stock_nbconvert_page_fails_the_check(browser, toy, tmp_path):
     assert any("cdn.jsdelivr.net" in url for url in seen.requests), seen.requests
     with pytest.raises(AssertionError):
         assert_renders(seen, 2)
-
-
-# ----------------------------------------------------------------------------- a lecture
-
-
-LECTURES = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
-@pytest.mark.course
-@pytest.mark.parametrize("to", ["html", "slides"])
-@pytest.mark.parametrize("name", LECTURES)
-def test_lecture_notebook_renders_offline(browser, course_result, tmp_path, name, to):
-    lecture = next(r.executed for r in course_result.runs if r.name == name)
-    nb = nbformat.read(lecture, as_version=4)
-    n_charts = len(common.chart_outputs(nb))
-    assert n_charts >= 1, f"{name} should show its charts"
-    path = ex.export_notebook(lecture, to, out=tmp_path)
-    seen = open_page(browser, path, slides=to == "slides")
-    assert_renders(seen, n_charts, slides=to == "slides")
-    slide_starts = sum(
-        c.metadata.get("slideshow", {}).get("slide_type") == "slide" for c in nb.cells
-    )
-    if to == "slides":
-        assert seen.reveal["total"] >= slide_starts, (seen.reveal, slide_starts)
-    # notebook (< 3 MB by the course budget) + vega and reveal.js inlined (~1.5 MB)
-    assert path.stat().st_size < 8_000_000, f"{path.name}: {path.stat().st_size:,} bytes"

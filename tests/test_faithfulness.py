@@ -399,3 +399,31 @@ def test_batching_does_not_change_the_curve_on_the_course_model(lite, corella):
     assert one["target"].unique().tolist() == [89]  # the predicted class, fixed once
     assert one["score"].iloc[0] > one["score"].iloc[-1]
     assert_same_state(before, lite.model)
+
+
+def _areas(values: dict[str, list[float]]) -> pd.Series:
+    rows = [(m, i, v) for m, vs in values.items() for i, v in enumerate(vs)]
+    frame = pd.DataFrame(rows, columns=["method", "image", "auc"])
+    return frame.set_index(["method", "image"])["auc"]
+
+
+def test_versus_reference_applies_the_stated_rule():
+    areas = _areas({
+        "random": [0.30, 0.40, 0.35, 0.50],
+        "good": [0.10, 0.21, 0.14, 0.30],     # 0.20 lower on every photo: better
+        "bad": [0.50, 0.60, 0.56, 0.70],      # 0.20 higher on every photo: worse
+        "mixed": [0.10, 0.60, 0.15, 0.70],    # better on two, worse on two
+    })
+    deletion = sh.faithfulness.versus_reference(areas, kind="deletion")
+    assert deletion.loc["good", "verdict"] == "better than random"
+    assert deletion.loc["bad", "verdict"] == "worse than random"
+    assert deletion.loc["mixed", "verdict"] == "not distinguishable"
+    assert "random" not in deletion.index
+    assert deletion.loc["good", "gain"] == pytest.approx(0.2, abs=0.01)
+    insertion = sh.faithfulness.versus_reference(areas, kind="insertion")  # higher is better
+    assert insertion.loc["good", "verdict"] == "worse than random"
+    assert insertion.loc["bad", "verdict"] == "better than random"
+    one = _areas({"random": [0.3], "good": [0.1]})  # one image: no spread, no verdict
+    assert sh.faithfulness.versus_reference(one).loc["good", "verdict"] == "not distinguishable"
+    with pytest.raises(ValueError, match="random"):
+        sh.faithfulness.versus_reference(_areas({"good": [0.1, 0.2]}))

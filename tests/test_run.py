@@ -408,39 +408,3 @@ def test_lectures_record_the_summary_values():
         code = "\n".join(c.source for c in sources[prefix].cells if c.cell_type == "code")
         for key in keys:
             assert f'sh.summary.record("{key}"' in code, (prefix, key)
-
-
-# --------------------------------------------------------------------------- integration
-
-
-@pytest.mark.course
-def test_the_course_runs_and_summarises(course_result):
-    assert course_result.ok, run.format_failures(course_result)
-    text = run.format_summary(course_result)
-    assert "corella top-1           class 89 " in text, text
-    for line in ["IG completeness error", "data randomization", "model randomization", "_fc"]:
-        assert line in text, text
-    names = [p.stem for p in run.find_notebooks()]
-    assert [r.name for r in course_result.runs] == names
-    assert all(r.executed.is_file() for r in course_result.runs)
-    assert {s[:2] for s in course_result.figures} == {n[:2] for n in names}
-    for png in course_result.figures.values():
-        assert png.read_bytes()[:8] == PNG_HEADER
-
-
-#: The first line of a lecture cell whose printout the tests check (notebooks 00, 03-05).
-CHECKED = "# checked by tests/test_run.py: must print class 89 and its name"
-
-
-@pytest.mark.course
-def test_checked_cells_print_class_89(course_result):
-    """The cells marked as checked print the explained class, 89, with its name."""
-    found = []
-    for result in course_result.runs:
-        for cell in nbformat.read(result.executed, as_version=4).cells:
-            if cell.cell_type == "code" and cell.source.startswith(CHECKED):
-                text = "".join(o.get("text", "") for o in cell.outputs if "text" in o)
-                assert "89" in text.split() or "89 (" in text, (result.name, text)
-                assert "sulphur-crested cockatoo" in text, (result.name, text)
-                found.append(result.name)
-    assert sorted({name[:2] for name in found}) == ["00", "03", "04", "05"]
