@@ -308,9 +308,14 @@ def _ranks(scores: torch.Tensor, order: str = "most_relevant_first") -> torch.Te
     return torch.empty_like(sequence).scatter_(1, sequence, places)
 
 
+def _count(fraction: float, pixels: int) -> int:
+    """How many pixels a fraction of them is: ``round(fraction · pixels)``, halves up."""
+    return int(np.floor(fraction * pixels + 0.5))
+
+
 def _counts(steps: int, pixels: int) -> list[int]:
-    """Pixels changed at each step: ``round(i / steps · pixels)``, halves rounded up."""
-    return [(2 * i * pixels + steps) // (2 * steps) for i in range(steps + 1)]
+    """Pixels changed at each step ``i = 0 .. steps``: ``_count(i / steps, pixels)``."""
+    return [_count(i / steps, pixels) for i in range(steps + 1)]
 
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy >= 2.0 renamed trapz
@@ -470,6 +475,7 @@ def curves(
     run = deletion_curve if kind == "deletion" else insertion_curve
     if baseline is None:
         baseline = DELETION_BASELINE if kind == "deletion" else INSERTION_BASELINE
+    baseline = make_baseline(baseline, inputs, bundle)  # once for every method (blur is costly)
     frames = [
         run(model, inputs, a, targets, steps, baseline, **kwargs).assign(method=method)
         for method, a in maps.items()
@@ -714,8 +720,7 @@ def _roar_ranks(name: str, ranking: Any, splits: dict[str, torch.Tensor]) -> dic
 def _remove(x: torch.Tensor, ranks: torch.Tensor, k: float, value: torch.Tensor) -> torch.Tensor:
     """``x`` with its top ``round(k · H · W)`` pixels per image set to ``value``."""
     n, _, h, w = x.shape
-    count = int(np.floor(k * h * w + 0.5))
-    removed = (ranks < count).view(n, 1, h, w)
+    removed = (ranks < _count(k, h * w)).view(n, 1, h, w)
     return torch.where(removed, value.to(x.dtype), x)
 
 
