@@ -16,6 +16,10 @@ TARGETS = {
     "cascade_seconds": 60.0,
     "notebook_cascade_seconds": 240.0,
     "training_seconds": 180.0,
+    # Issue 14: notebook 08's curves for all its rankings on 5 photos at ~100 steps, and its
+    # ROAR with an empty cache.
+    "curves_seconds": 60.0,
+    "roar_seconds": 180.0,
 }
 # The cascade rows checked against the target, and how the targets table names them.
 CASCADE_TARGET_SETTINGS = {
@@ -94,6 +98,19 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
                                        f"{len(r['stages'])} randomized), "
                                        f"{CASCADE_TARGET_SETTINGS[r['settings']]}, s",
                                        r["seconds"], TARGETS["cascade_seconds"], "max"))
+    for name, model in results["models"].items():
+        rows = model.get("curves", [])
+        if rows:
+            k = cfg["curve_rankings"]
+            total = k * sum(r["helper_seconds"] for r in rows)
+            targets.append(_target(f"{name}: notebook 08's deletion + insertion curves, {k} "
+                                   f"rankings x {rows[0]['photos']} photos x "
+                                   f"{rows[0]['steps']} steps (projected from one ranking), s",
+                                   total, TARGETS["curves_seconds"], "max"))
+    if "roar" in results:
+        r = results["roar"]
+        targets.append(_target(f"notebook 08's ROAR, {r['trainings']} trainings, empty cache, s",
+                               r["seconds"], TARGETS["roar_seconds"], "max"))
     if "training" in results:
         targets.append(_target("data-randomization training, both models, s",
                                results["training"]["seconds"], TARGETS["training_seconds"],
@@ -278,6 +295,36 @@ def markdown(results: dict[str, Any]) -> str:
             "## Data-randomization training (SmallCNN on MNIST, cache off)",
             "",
             f"Both models: {t['seconds']:.1f} s, extra RAM {t['extra_ram_mb']:.0f} MB. {runs}.",
+        ]
+    curve_rows = [(n, r) for n, m in results["models"].items() for r in m.get("curves", [])]
+    if curve_rows:
+        lines += [
+            "",
+            "## Deletion and insertion curves (notebook 08), one ranking",
+            "",
+            "| model | curve | photos x (steps + 1) forwards | helper, s | one image per "
+            "forward, s | speed-up | max abs difference |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {n} | {r['kind']} | {r['photos']} x {r['steps'] + 1} | {r['helper_seconds']:.1f} "
+            f"| {r['naive_seconds']:.1f} | {r['naive_seconds'] / r['helper_seconds']:.2f}x "
+            f"| {r['max_abs_diff']:.1e} |"
+            for n, r in curve_rows
+        ]
+    if "roar" in results:
+        r = results["roar"]
+        rec = r["recipe"]
+        lines += [
+            "",
+            "## ROAR (notebook 08's recipe, cache off)",
+            "",
+            f"{len(rec['methods'])} methods + random x fractions {rec['fractions']} x seeds "
+            f"{rec['seeds']}, {rec['n_train']} training digits, {rec['epochs']} epochs: "
+            f"{r['trainings']} trainings, {r['seconds']:.1f} s in all ({r['maps_seconds']:.1f} s "
+            f"for the maps), extra RAM {r['extra_ram_mb']:.0f} MB. Gradient maps of "
+            f"{r['gradient_digits']} digits: {r['gradient_batched_seconds']:.2f} s batched vs "
+            f"{r['gradient_one_digit_seconds']:.2f} s one digit per call.",
         ]
     if any(m.get("scaling") for m in results["models"].values()):
         lines += ["", "![time vs IG steps and images](scaling.png)"]

@@ -10,8 +10,9 @@ peak extra RAM, and the speed-up over the textbook implementation measured in
 the same run; the best forward+input-gradient time per image over batch sizes and
 memory layouts (the floor); how time and memory grow with IG's steps, the number
 of images and the image size; the model-randomization cascade; the data-
-randomization training. Each model runs in its own process, so memory figures
-do not mix. See benchmarks/README.md.
+randomization training; notebook 08's deletion and insertion curves (helper vs one image per
+forward pass) and its ROAR recipe with an empty cache. Each model runs in its own process,
+so memory figures do not mix. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from saliency_helpers.attribution import COURSE_METHODS
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 QUICK_OUT = ROOT / "build" / "benchmarks-quick"
-PARTS = ("floor", "methods", "scaling", "cascade", "training")
+PARTS = ("floor", "methods", "scaling", "cascade", "training", "faithfulness")
 METHODS = COURSE_METHODS
 #: A floor variant the helpers do not use (see benchmarks/fold.py for why).
 CHANNELS_FIRST = "channels-first (NCHW) weights and inputs"
@@ -79,6 +80,21 @@ class Config:
         }
     )
     training: dict[str, Any] = field(default_factory=dict)
+    #: Notebook 08's deletion and insertion curves: one ranking (the gradient) on this
+    #: many photos at this many steps, helper vs one image per forward pass.
+    curve_photos: int = 5
+    curve_steps: int = 100
+    #: The rankings notebook 08 draws curves for (its 9 maps and the random ranking): the
+    #: helper's time for all of them is projected from the one ranking measured.
+    curve_rankings: int = 10
+    #: Notebook 08's ROAR recipe at full size, run with an empty cache.
+    roar: dict[str, Any] = field(
+        default_factory=lambda: {
+            "methods": ["gradient", "integrated_gradients", "grad_cam"],
+            "n_train": 1500, "epochs": 2, "fractions": [0.0, 0.3, 0.6], "seeds": [0, 1, 2],
+            "naive_digits": 500, "method_kwargs": {"integrated_gradients": {"n_steps": 32}},
+        }
+    )  # fmt: skip
     gemm_n: int = 4096
     gemm_repeats: int = 5
 
@@ -107,6 +123,10 @@ QUICK = Config(
     cascade_methods=["gradient", "grad_cam"],
     notebook_cascade={},
     training={"n_train": 256, "epochs": 1},
+    curve_photos=2,
+    curve_steps=4,
+    roar={"methods": ["gradient"], "n_train": 128, "epochs": 1, "fractions": [0.0, 0.5],
+          "seeds": [0], "naive_digits": 16, "method_kwargs": {}},
     gemm_n=1024,
     gemm_repeats=3,
 )
@@ -262,7 +282,57 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
         if cfg.notebook_cascade:
             rows.append(_notebook_cascade(b, cfg.notebook_cascade))
         out["cascade"] = rows
+
+    if "faithfulness" in parts:
+        start = time.perf_counter()
+        out["curves"] = _curves(b, cfg)
+        _log("deletion and insertion curves", start)
     return out
+
+
+def _curves(b: Any, cfg: Config) -> list[dict[str, Any]]:
+    """Notebook 08's curves for one ranking: the helper vs one image per forward pass."""
+    import torch
+
+    import saliency_helpers as sh
+    from saliency_helpers import faithfulness
+
+    photos = sh.course_photos(sh.PHOTO_SET[: cfg.curve_photos])
+    xs = torch.cat([b.preprocess(p) for p in photos.values()])
+    targets = sh.resolve_target(b, xs, None)
+    grad = sh.attribute("gradient", b, xs, targets)
+    n, _, h, w = xs.shape
+    steps = cfg.curve_steps
+    counts = [round(i / steps * h * w) for i in range(steps + 1)]
+    rows = []
+    for kind in faithfulness.KINDS:
+        run = faithfulness.deletion_curve if kind == "deletion" else faithfulness.insertion_curve
+        canvas_name = (faithfulness.DELETION_BASELINE if kind == "deletion"
+                       else faithfulness.INSERTION_BASELINE)  # fmt: skip
+        start = time.perf_counter()
+        frame = run(b, xs, grad, targets, steps=steps)
+        helper_seconds = time.perf_counter() - start
+
+        start = time.perf_counter()  # the textbook loop: one image, one step, one forward
+        canvas = sh.make_baseline(canvas_name, xs, b)
+        naive = []
+        with torch.inference_mode():
+            for i in range(n):
+                order = grad[i].sum(dim=0).flatten().argsort(descending=True, stable=True)
+                for count in counts:
+                    shown = torch.zeros(h * w, dtype=torch.bool)
+                    shown[order[:count]] = True
+                    mask = shown.view(1, 1, h, w)
+                    below, above = ((canvas[i:i + 1], xs[i:i + 1]) if kind == "deletion"
+                                    else (xs[i:i + 1], canvas[i:i + 1]))  # fmt: skip
+                    z = torch.where(mask, below, above)
+                    naive.append(float(b.model(z).softmax(dim=1)[0, targets[i]]))
+        naive_seconds = time.perf_counter() - start
+        diff = float((torch.tensor(naive) - torch.tensor(frame["score"].to_numpy())).abs().max())
+        rows.append({"kind": kind, "photos": n, "steps": steps, "forwards": n * (steps + 1),
+                     "helper_seconds": helper_seconds, "naive_seconds": naive_seconds,
+                     "max_abs_diff": diff})  # fmt: skip
+    return rows
 
 
 def _notebook_cascade(b: Any, nc: dict[str, Any]) -> dict[str, Any]:
@@ -385,6 +455,51 @@ def _training_worker(cfg: Config) -> dict[str, Any]:
     return {"seconds": seconds, "extra_ram_mb": ram.extra_mb, "runs": runs, "config": config}
 
 
+def _roar_worker(cfg: Config) -> dict[str, Any]:
+    """Notebook 08's ROAR with an empty cache; its ranking step also one digit at a time."""
+    import torch
+
+    import saliency_helpers as sh
+    from benchmarks.measure import PeakRAM
+    from saliency_helpers import comparison, data, faithfulness, training
+
+    _silence()
+    torch.manual_seed(0)
+    r = cfg.roar
+    split = data.load_mnist()
+    net = training.train(training.TrainConfig(n_train=r["n_train"], epochs=r["epochs"],
+                                              target_accuracy=1.0),
+                         split, progress=False, cache=False).model  # fmt: skip
+    recipe = training.TrainConfig(epochs=r["epochs"], target_accuracy=1.0, n_train=r["n_train"])
+    parts = {"train": split.x_train[: r["n_train"]], "val": split.x_val, "test": split.x_test}
+    with PeakRAM() as ram:
+        start = time.perf_counter()
+        options = {m: o for m, o in r["method_kwargs"].items() if m in r["methods"]}
+        by_part = {part: comparison.explain(net, x, r["methods"], method_kwargs=options)
+                   for part, x in parts.items()}  # fmt: skip
+        maps_seconds = time.perf_counter() - start
+        rankings = {m: {p: by_part[p][m] for p in parts} for m in r["methods"]}
+        frame = faithfulness.roar(split, {**rankings, "random": "random"},
+                                  fractions=r["fractions"], config=recipe, seeds=r["seeds"],
+                                  cache=False)  # fmt: skip
+        seconds = time.perf_counter() - start
+    digits = split.x_test[: r["naive_digits"]]
+    targets = sh.resolve_target(net, digits, None)
+    start = time.perf_counter()
+    comparison.explain(net, digits, ["gradient"])
+    batched = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(len(digits)):
+        sh.attribute("gradient", net, digits[i : i + 1], targets[i])
+    naive = time.perf_counter() - start
+    return {"seconds": seconds, "maps_seconds": maps_seconds, "extra_ram_mb": ram.extra_mb,
+            "rows": int(len(frame)),
+            "trainings": len(r["seeds"]) * (1 + (len(r["methods"]) + 1)
+                                             * sum(k > 0 for k in r["fractions"])),
+            "recipe": r, "gradient_digits": len(digits), "gradient_batched_seconds": batched,
+            "gradient_one_digit_seconds": naive}  # fmt: skip
+
+
 # ---------------------------------------------------------------------------
 # Parent: GEMM, workers, report
 
@@ -453,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         if args.worker == "training":
             data = _training_worker(cfg)
+        elif args.worker == "roar":
+            data = _roar_worker(cfg)
         else:
             data = _model_worker(args.worker, cfg, args.parts)
         args.result.write_text(json.dumps(data))
@@ -482,6 +599,10 @@ def main(argv: list[str] | None = None) -> int:
         print("data-randomization training (true + permuted labels) ...", flush=True)
         results["training"] = _run_worker("training", args)
         print(f"  done in {results['training']['seconds']:.0f} s", flush=True)
+    if "faithfulness" in args.parts:
+        print("ROAR as notebook 08 runs it, empty cache ...", flush=True)
+        results["roar"] = _run_worker("roar", args)
+        print(f"  done in {results['roar']['seconds']:.0f} s", flush=True)
     results["gemm_end"] = gemm_gflops(cfg.gemm_n, cfg.gemm_repeats)
     results["meta"]["loadavg_end"] = loadavg()
     results["meta"]["seconds"] = time.perf_counter() - start

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import altair as alt
@@ -66,11 +67,13 @@ from .training import TrainConfig
 
 __all__ = [
     "DELETION_BASELINE",
+    "EARLY_FRACTIONS",
     "INSERTION_BASELINE",
     "KINDS",
     "ORDERS",
     "ROAR_CONFIG",
     "ROAR_FRACTIONS",
+    "ROAR_VERDICTS",
     "STEPS",
     "VERDICTS",
     "auc",
@@ -82,12 +85,16 @@ __all__ = [
     "roar",
     "roar_chart",
     "roar_drop",
+    "roar_verdicts",
     "robustness",
     "versus_reference",
 ]
 
 #: Points on a deletion or insertion curve, after the start: 100 steps of 1% of the pixels.
 STEPS = 100
+#: Fractions dense where deletion and insertion curves of a photo classifier change most (the
+#: first 20% of the pixels), for ``steps=``: 12 points instead of 101.
+EARLY_FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
 #: What deleted pixels become (Samek et al. flip them; RISE's deletion uses black).
 DELETION_BASELINE = "black"
 #: What insertion starts from: RISE inserts into a blurred copy of the image, so the
@@ -114,7 +121,7 @@ def deletion_curve(
     inputs: torch.Tensor,
     attributions: torch.Tensor | str,
     target: int | str | Sequence[int] | torch.Tensor | None = None,
-    steps: int = STEPS,
+    steps: int | Sequence[float] = STEPS,
     baseline: Any = DELETION_BASELINE,
     *,
     order: str = "most_relevant_first",
@@ -140,6 +147,8 @@ def deletion_curve(
             ``None`` (each image's predicted class, fixed once on the ORIGINAL images), an
             int, a class name, or one per image.
         steps: points after the start; default :data:`STEPS` (100, 1% of pixels each).
+            Or the fractions themselves, increasing from 0 to 1, e.g.
+            :data:`EARLY_FRACTIONS` (dense where most curves fall: the first 20%).
         baseline: what removed pixels become: a name of :data:`~.attribution.BASELINES`
             (``"zero"``, ``"black"``, ``"white"``, ``"blur"``, ``"noise"``, ``"mean"``),
             a number or a tensor (see :func:`~.make_baseline`). Default ``"black"``. Black,
@@ -152,8 +161,8 @@ def deletion_curve(
 
     Returns:
         A tidy frame, one row per image and step, columns ``image`` (0..N-1),
-        ``fraction`` (``i / steps``, 0 to 1), ``score`` (softmax probability of the
-        target class) and ``target``.
+        ``fraction`` (``i / steps``, or the fractions given; 0 to 1), ``score``
+        (softmax probability of the target class) and ``target``.
 
     Example:
         >>> a = sh.attribute("integrated_gradients", b, x)
@@ -171,7 +180,7 @@ def insertion_curve(
     inputs: torch.Tensor,
     attributions: torch.Tensor | str,
     target: int | str | Sequence[int] | torch.Tensor | None = None,
-    steps: int = STEPS,
+    steps: int | Sequence[float] = STEPS,
     baseline: Any = INSERTION_BASELINE,
     *,
     order: str = "most_relevant_first",
@@ -211,7 +220,7 @@ def _curve(
     inputs: torch.Tensor,
     attributions: torch.Tensor | str,
     target: Any,
-    steps: int,
+    steps: int | Sequence[float],
     baseline: Any,
     order: str,
     batch: int | None,
@@ -220,14 +229,15 @@ def _curve(
     net, bundle = _unpack(model)
     inputs = _check_images(inputs, bundle)
     n, _, h, w = inputs.shape
-    steps = _positive_int("steps", steps, "e.g. 100")
+    fractions = _fractions(steps)
+    steps = len(fractions) - 1
     if batch is not None:
         batch = _positive_int("batch", batch, "images per forward pass, e.g. 16")
     ranks = _ranks(_pixel_scores(attributions, inputs, seed), order)
     canvas = make_baseline(baseline, inputs, bundle)
     # Deletion shows the canvas where a pixel's rank is below the count; insertion the image.
     below, above = (canvas, inputs) if kind == "deletion" else (inputs, canvas)
-    counts = torch.tensor(_counts(steps, h * w))
+    counts = torch.tensor([_count(f, h * w) for f in fractions])
     total = (steps + 1) * n
     chunks = []
     with _restored(net):
@@ -248,7 +258,7 @@ def _curve(
     return pd.DataFrame(
         {
             "image": np.repeat(np.arange(n), steps + 1),
-            "fraction": np.tile(np.arange(steps + 1) / steps, n),
+            "fraction": np.tile(np.asarray(fractions), n),
             "score": scores.double().numpy(),
             "target": np.repeat(np.asarray(targets), steps + 1),
         }
@@ -313,9 +323,25 @@ def _count(fraction: float, pixels: int) -> int:
     return int(np.floor(fraction * pixels + 0.5))
 
 
-def _counts(steps: int, pixels: int) -> list[int]:
-    """Pixels changed at each step ``i = 0 .. steps``: ``_count(i / steps, pixels)``."""
-    return [_count(i / steps, pixels) for i in range(steps + 1)]
+def _fractions(steps: Any) -> list[float]:
+    """The fractions of a curve: ``i / steps`` for an int, else the sequence, checked."""
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
+        steps = _positive_int("steps", steps, "e.g. 100")
+        return [i / steps for i in range(steps + 1)]
+    try:
+        fractions = [float(f) for f in steps]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"steps must be an int (e.g. 100) or fractions from 0 to 1 (e.g. (0, 0.1, 0.5, 1)), "
+            f"got {steps!r}."
+        ) from None
+    increasing = all(a < b for a, b in zip(fractions[:-1], fractions[1:], strict=True))
+    if len(fractions) < 2 or fractions[0] != 0 or fractions[-1] != 1 or not increasing:
+        raise ValueError(
+            f"steps as fractions must increase from 0 to 1 (e.g. (0, 0.1, 0.5, 1)), "
+            f"got {steps!r}."
+        )
+    return fractions
 
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy >= 2.0 renamed trapz
@@ -409,19 +435,24 @@ def versus_reference(
         raise ValueError(f"no {reference!r} curve in areas: add maps[{reference!r}] = 'random'.")
     sign = 1.0 if kind == "insertion" else -1.0
     rows = []
-    for method in [m for m in wide.columns if m != reference]:
-        gain = sign * (wide[method] - wide[reference])
-        mean, _, se, n, _ = _mean_se(gain)
+    order = dict.fromkeys(areas.index.get_level_values("method"))  # the caller's order
+    for method in [m for m in order if m != reference]:
+        mean, se, n, outcome = _paired_rule(sign * (wide[method] - wide[reference]), z)
         auc_mean, auc_sd, _, _, _ = _mean_se(wide[method])
-        if n > 1 and mean > z * se:
-            verdict = VERDICTS[0]
-        elif n > 1 and mean < -z * se:
-            verdict = VERDICTS[1]
-        else:
-            verdict = VERDICTS[2]
+        verdict = VERDICTS[outcome]
         rows.append({"method": method, "auc": auc_mean, "auc_sd": auc_sd, "gain": mean,
                      "gain_se": se, "images": n, "verdict": verdict})
     return pd.DataFrame(rows).set_index("method")
+
+
+def _paired_rule(gain: Any, z: float) -> tuple[float, float, int, int]:
+    """The stated rule on paired gains: mean, standard error, count, and 0 (better: mean >
+    ``z`` se), 1 (worse: mean < ``-z`` se) or 2 (not distinguishable; also with one pair)."""
+    from .sanity import _mean_se
+
+    mean, _, se, n, _ = _mean_se(gain)
+    outcome = 0 if n > 1 and mean > z * se else 1 if n > 1 and mean < -z * se else 2
+    return mean, se, n, outcome
 
 
 def curves(
@@ -429,7 +460,7 @@ def curves(
     inputs: torch.Tensor,
     maps: Mapping[str, torch.Tensor | str],
     kind: str = "deletion",
-    steps: int = STEPS,
+    steps: int | Sequence[float] = STEPS,
     baseline: Any = None,
     images: Sequence[str] | None = None,
     *,
@@ -444,7 +475,8 @@ def curves(
         maps: ``{method: attributions}``, each as for :func:`deletion_curve` (a tensor
             or ``"random"``).
         kind: ``"deletion"`` (default) or ``"insertion"``.
-        steps: points after the start; default 100.
+        steps: points after the start (default 100), or the fractions, as for
+            :func:`deletion_curve`.
         baseline: the replacement (deletion) or canvas (insertion); default the kind's
             own (:data:`DELETION_BASELINE`, :data:`INSERTION_BASELINE`).
         images: ``N`` names of the photos, added as a ``photo`` column.
@@ -535,6 +567,7 @@ def roar(
     config: TrainConfig | None = None,
     progress: bool = False,
     cache: bool = True,
+    seeds: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """ROAR on MNIST: remove each map's top pixels from every digit, retrain, test.
 
@@ -568,11 +601,15 @@ def roar(
             and used. Shrink ``epochs`` and ``n_train`` to fit a time budget.
         progress: tqdm bars while training.
         cache: the training cache (see :func:`~.training.train`).
+        seeds: training seeds (``config.seed`` replaced by each): one retrained network
+            per ranking, fraction and seed, so :func:`roar_verdicts` can compare a method
+            with the random ranking against the run-to-run noise of training. Default:
+            ``(config.seed,)``. The rankings are computed once for every seed.
 
     Returns:
-        A tidy frame, one row per ranking and fraction: ``method``, ``fraction``,
-        ``test_accuracy``, ``seconds`` (training time of the run, shared by k = 0's rows),
-        ``from_cache``.
+        A tidy frame, one row per ranking, fraction and seed: ``method``, ``fraction``,
+        ``seed``, ``test_accuracy``, ``seconds`` (training time of the run, shared by
+        k = 0's rows), ``from_cache``.
 
     Example:
         >>> data = sh.data.load_mnist()
@@ -599,31 +636,38 @@ def roar(
     value = _replacement(replacement, used.x_train)
     ranks = {name: _roar_ranks(name, r, splits) for name, r in rankings.items()}
 
-    results: dict[tuple[str, float], Any] = {}
+    seeds = [config.seed] if seeds is None else [int(seed) for seed in seeds]
+    if not seeds:
+        raise ValueError("seeds is empty: give e.g. (0, 1), or leave it out for config.seed.")
+    results: dict[tuple[str, float, int], Any] = {}
     with warnings.catch_warnings():
         # A fixed epoch budget is ROAR's recipe, not a failure to report.
         warnings.filterwarnings("ignore", message="Training on .* without reaching")
-        for k in ks:
-            if k == 0:
-                shared = training.train(config, data=used, cache=cache, progress=progress)
-                results.update({(name, k): shared for name in rankings})
-                continue
-            for name in rankings:
-                removed = {s: _remove(x, ranks[name][s], k, value) for s, x in splits.items()}
-                modified = _split(used, removed["train"], removed["val"], removed["test"])
-                results[name, k] = training.train(
-                    config, data=modified, cache=cache, progress=progress
-                )
+        for seed in seeds:
+            recipe = replace(config, seed=seed)
+            for k in ks:
+                if k == 0:
+                    shared = training.train(recipe, data=used, cache=cache, progress=progress)
+                    results.update({(name, k, seed): shared for name in rankings})
+                    continue
+                for name in rankings:
+                    removed = {s: _remove(x, ranks[name][s], k, value) for s, x in splits.items()}
+                    modified = _split(used, removed["train"], removed["val"], removed["test"])
+                    results[name, k, seed] = training.train(
+                        recipe, data=modified, cache=cache, progress=progress
+                    )
     rows = [
         {
             "method": name,
             "fraction": k,
-            "test_accuracy": float(results[name, k].test_accuracy),
-            "seconds": float(results[name, k].seconds),
-            "from_cache": bool(results[name, k].from_cache),
+            "seed": seed,
+            "test_accuracy": float(results[name, k, seed].test_accuracy),
+            "seconds": float(results[name, k, seed].seconds),
+            "from_cache": bool(results[name, k, seed].from_cache),
         }
         for name in rankings
         for k in ks
+        for seed in seeds
     ]
     return pd.DataFrame(rows)
 
@@ -632,7 +676,8 @@ def roar_drop(frame: pd.DataFrame) -> pd.Series:
     """ROAR's summary: test accuracy at k = 0 minus the mean test accuracy over k > 0.
 
     The mean over every fraction removed (not only the largest) is less noisy than one
-    retrained model; larger is better, and a method should beat ``"random"``.
+    retrained model; larger is better, and a method should beat ``"random"``. With
+    several seeds, the drop is taken per seed and then averaged.
 
     Args:
         frame: from :func:`roar`, with ``fraction`` 0 among its rows.
@@ -647,15 +692,59 @@ def roar_drop(frame: pd.DataFrame) -> pd.Series:
         random      0.08
         Name: roar_drop, dtype: float64
     """
+    per_seed = _drops_per_seed(frame)
+    return per_seed.mean().rename("roar_drop").rename_axis("method")
+
+
+def roar_verdicts(frame: pd.DataFrame, reference: str = "random", z: float = 2.0) -> pd.DataFrame:
+    """Does removing a method's top pixels cost more accuracy than removing random ones?
+
+    The rule, per method, paired by training seed: the **gain** is the method's
+    :func:`roar_drop` minus the reference's, on the same seed. **More than random** when the
+    mean gain over seeds exceeds ``z`` standard errors, **less than random** when it is below
+    ``-z`` standard errors, **not distinguishable** otherwise (always with a single seed:
+    one retrained network per point says nothing about training noise).
+
+    Args:
+        frame: from :func:`roar` with ``fraction`` 0 among its rows (``seeds=`` for spread).
+        reference: the ranking compared with (default ``"random"``).
+        z: standard errors required (default 2, as :func:`versus_reference`).
+
+    Returns:
+        One row per method (reference excluded): ``drop`` and ``drop_sd`` over seeds,
+        ``gain`` and ``gain_se``, ``seeds``, ``verdict`` (one of :data:`ROAR_VERDICTS`).
+
+    Example:
+        >>> roar_verdicts(roar(data, rankings, seeds=(0, 1, 2)))  # doctest: +SKIP
+    """
+    from .sanity import _mean_se
+
+    per_seed = _drops_per_seed(frame)
+    if reference not in per_seed.columns:
+        raise ValueError(f"no {reference!r} ranking in the frame: add rankings[{reference!r}].")
+    rows = []
+    for method in [m for m in per_seed.columns if m != reference]:
+        mean, se, n, outcome = _paired_rule(per_seed[method] - per_seed[reference], z)
+        drop, drop_sd, _, _, _ = _mean_se(per_seed[method])
+        verdict = ROAR_VERDICTS[outcome]
+        rows.append({"method": method, "drop": drop, "drop_sd": drop_sd, "gain": mean,
+                     "gain_se": se, "seeds": n, "verdict": verdict})
+    return pd.DataFrame(rows).set_index("method")
+
+
+#: The outcomes of :func:`roar_verdicts`.
+ROAR_VERDICTS = ("more than random", "less than random", "not distinguishable")
+
+
+def _drops_per_seed(frame: pd.DataFrame) -> pd.DataFrame:
+    """``(seeds x methods)`` drops: accuracy at k = 0 minus the mean over k > 0, per seed."""
     if not (frame["fraction"] == 0).any() or not (frame["fraction"] > 0).any():
         raise ValueError("roar_drop needs rows at fraction 0 and at some fraction above 0.")
-    rows = []
-    for method, group in frame.groupby("method", sort=False):
-        start = group.loc[group["fraction"] == 0, "test_accuracy"].mean()
-        rest = group.loc[group["fraction"] > 0, "test_accuracy"].mean()
-        rows.append((method, start - rest))
-    index = pd.Index([m for m, _ in rows], name="method")
-    return pd.Series([d for _, d in rows], index=index, name="roar_drop")
+    data = frame if "seed" in frame.columns else frame.assign(seed=0)
+    methods = list(dict.fromkeys(data["method"]))
+    start = data[data["fraction"] == 0].groupby(["seed", "method"])["test_accuracy"].mean()
+    rest = data[data["fraction"] > 0].groupby(["seed", "method"])["test_accuracy"].mean()
+    return (start - rest).unstack("method")[methods]
 
 
 def _fraction(k: Any) -> float:
@@ -913,7 +1002,7 @@ def roar_chart(frame: pd.DataFrame, title: str | None = None) -> alt.Chart:
     method's line falls below it.
 
     Args:
-        frame: from :func:`roar`.
+        frame: from :func:`roar` (several seeds: their mean is drawn).
         title: chart title.
 
     Returns:
@@ -928,7 +1017,10 @@ def roar_chart(frame: pd.DataFrame, title: str | None = None) -> alt.Chart:
          "#bcbd22", "#17becf"]
     )  # fmt: skip
     colors = [("#7f7f7f" if m == "random" else next(palette, "#000000")) for m in methods]
-    data = frame.assign(reference=frame["method"] == "random")
+    data = (  # the mean over seeds: one line per method
+        frame.groupby(["method", "fraction"], sort=False)["test_accuracy"].mean().reset_index()
+    )
+    data = data.assign(reference=data["method"] == "random")
     return (
         alt.Chart(data)
         .mark_line(point=True)

@@ -33,10 +33,13 @@ Example:
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import json
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,7 +71,9 @@ __all__ = [
     "cascade",
     "cascade_walk",
     "edge_map",
+    "load_verdicts",
     "randomized_models",
+    "save_verdicts",
     "similarity",
 ]
 
@@ -1031,3 +1036,65 @@ def _no_bundle(inputs: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ..
     lo, hi = float(inputs.min()), float(inputs.max())
     span = hi - lo if hi > lo else 1.0
     return (-lo / span,) * 3, (1.0 / span,) * 3
+
+
+# ---------------------------------------------------------------------------
+# Verdicts kept for later notebooks
+
+
+def _verdicts_path(model_name: str, quick: bool) -> Path:
+    from .training import cache_dir
+
+    if not isinstance(model_name, str) or not model_name.replace("_", "").isalnum():
+        raise ValueError(f"model_name must be a model's name, e.g. b.name, got {model_name!r}.")
+    return cache_dir() / f"cascade-verdicts-{model_name}{'-quick' if quick else ''}.json"
+
+
+def save_verdicts(model_name: str, verdicts: Mapping[str, str], quick: bool = False) -> Path:
+    """Keep the cascade's verdicts per method, for a later notebook's summary table.
+
+    Notebook 06 saves them; notebook 08's closing table shows them beside the faithfulness
+    results, so that a student who ran 06 sees both tests of each method in one place. The
+    file lives in the training cache (:func:`~.training.cache_dir`, ``SALIENCY_CACHE``).
+
+    Args:
+        model_name: the model the verdicts are about (``b.name``).
+        verdicts: ``{method: verdict}``, e.g. ``res.verdicts("spearman_abs")`` as a dict.
+        quick: whether they come from a quick-size run (kept apart from full-size ones).
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> save_verdicts(b.name, {"gradient": "passes"})  # doctest: +SKIP
+    """
+    path = _verdicts_path(model_name, quick)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"model": model_name, "verdicts": {str(k): str(v) for k, v in verdicts.items()},
+              "quick": bool(quick), "saved": dt.datetime.now().isoformat(timespec="seconds")}
+    path.write_text(json.dumps(record, indent=1))
+    return path
+
+
+def load_verdicts(model_name: str, quick: bool = False) -> dict[str, Any] | None:
+    """The verdicts :func:`save_verdicts` kept for ``model_name``, or None if there are none.
+
+    Args:
+        model_name: the model (``b.name``).
+        quick: the quick-size verdicts (``sh.quick()``) instead of the full-size ones.
+
+    Returns:
+        ``{"model", "verdicts": {method: verdict}, "quick", "saved"}``, or ``None`` when
+        notebook 06 has not been run for this model (or the file is unreadable).
+
+    Example:
+        >>> load_verdicts(b.name)["verdicts"]["guided_backprop"]  # doctest: +SKIP
+        'fails'
+    """
+    path = _verdicts_path(model_name, quick)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("verdicts"), dict)
+    return record if ok and record.get("model") == model_name else None

@@ -129,7 +129,7 @@ def test_paired_rounds_interleave_and_ratios_say_when_rounds_disagree():
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     cmd = [sys.executable, "-m", "benchmarks.run", "--quick", "--models", "resnet18",
-           "--parts", "floor,methods,scaling", "--out", str(out)]  # fmt: skip
+           "--parts", "floor,methods,scaling,faithfulness", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "results.json").read_text())
@@ -185,3 +185,22 @@ def test_quick_run_numbers_are_sane(quick_run):
     assert floor["best"]["layout"].startswith(("channels-first", "channels-last"))
     assert "folded" not in floor["best"]["layout"] and "folded" in floor["best_folded"]["layout"]
     assert all(r["seconds_per_image"] > 0 for r in floor["rows"])
+
+
+def test_quick_run_times_notebook_08_curves_and_roar(quick_run):
+    """The helper's curves equal the one-image-per-forward loop, and both targets are judged."""
+    out, res = quick_run
+    rows = {r["kind"]: r for r in res["models"]["resnet18"]["curves"]}
+    assert set(rows) == {"deletion", "insertion"}
+    for r in rows.values():
+        assert r["forwards"] == r["photos"] * (r["steps"] + 1) == 2 * 5
+        assert r["helper_seconds"] > 0 and r["naive_seconds"] > 0
+        assert r["max_abs_diff"] < 1e-5  # the same probabilities, batched or not
+    roar = res["roar"]
+    assert roar["trainings"] == 1 * (1 + 2 * 1) and 0 < roar["maps_seconds"] <= roar["seconds"]
+    assert roar["gradient_batched_seconds"] > 0 and roar["gradient_one_digit_seconds"] > 0
+    names = [t["target"] for t in res["targets"]]
+    assert any("notebook 08's deletion + insertion curves, 10 rankings" in n for n in names)
+    assert any(n.startswith("notebook 08's ROAR, 3 trainings") for n in names)
+    md = (out / "results.md").read_text()
+    assert "## Deletion and insertion curves (notebook 08)" in md and "## ROAR" in md

@@ -28,7 +28,8 @@ def test_the_course_runs_and_summarises(course_result):
     assert course_result.ok, run.format_failures(course_result)
     text = run.format_summary(course_result)
     assert "corella top-1           class 89 " in text, text
-    for line in ["IG completeness error", "data randomization", "model randomization", "_fc"]:
+    for line in ["IG completeness error", "data randomization", "model randomization", "_fc",
+                 "faithfulness vs random  deletion: "]:
         assert line in text, text
     names = [p.stem for p in run.find_notebooks()]
     assert [r.name for r in course_result.runs] == names
@@ -70,7 +71,8 @@ def test_lecture_notebook_renders_offline(browser, course_result, tmp_path, name
     assert n_charts >= 1, f"{name} should show its charts"
     path = ex.export_notebook(lecture, to, out=tmp_path)
     seen = open_page(browser, path, slides=to == "slides")
-    assert_renders(seen, n_charts, slides=to == "slides")
+    has_math = any("$" in c.source for c in nb.cells if c.cell_type == "markdown")
+    assert_renders(seen, n_charts, math=has_math, slides=to == "slides")
     slide_starts = sum(
         c.metadata.get("slideshow", {}).get("slide_type") == "slide" for c in nb.cells
     )

@@ -117,6 +117,16 @@ def test_one_map_per_image_and_steps_of_several_pixels(linear_case):
     order = sorted(range(PIXELS), key=lambda p: -contrib[p])
     expected = _by_hand(contrib, order, "deletion")[::4]  # 4 pixels a step
     assert full["score"].to_numpy() == pytest.approx(expected, abs=1e-6)
+    # The same points given as fractions: the same frame; uneven fractions, the same scores.
+    same = fa.deletion_curve(net, x, truth, 0, steps=[0, 0.25, 0.5, 0.75, 1], baseline=0.0)
+    pd.testing.assert_frame_equal(full, same)
+    uneven = fa.deletion_curve(net, x, truth, 0, steps=(0, 0.25, 1), baseline=0.0)
+    assert uneven["fraction"].tolist() == [0, 0.25, 1]
+    assert uneven["score"].to_numpy() == pytest.approx(full["score"].to_numpy()[[0, 1, 4]])
+    s0, s1, s2 = uneven["score"]
+    assert fa.auc(uneven) == pytest.approx(
+        0.25 * (s0 + s1) / 2 + 0.75 * (s1 + s2) / 2
+    )
 
 
 def test_ties_are_broken_by_pixel_order(linear_case):
@@ -175,6 +185,11 @@ def test_validation_errors_name_the_fix(linear_case):
         fa.deletion_curve(net, x, torch.zeros(2, C, H, W), 0, baseline=0.0)
     with pytest.raises(ValueError, match=r"steps must be a positive int"):
         fa.deletion_curve(net, x, w * x, 0, steps=0, baseline=0.0)
+    for bad in ((0.1, 1.0), (0, 0.5), (0, 0.5, 0.5, 1), (1,)):
+        with pytest.raises(ValueError, match=r"must increase from 0 to 1"):
+            fa.deletion_curve(net, x, w * x, 0, steps=bad, baseline=0.0)
+    with pytest.raises(TypeError, match=r"steps must be an int \(e.g. 100\) or fractions"):
+        fa.deletion_curve(net, x, w * x, 0, steps="many", baseline=0.0)
     with pytest.raises(ValueError, match=r"Unknown baseline 'grey'.*one of"):
         fa.insertion_curve(net, x, w * x, 0, baseline="grey")
     with pytest.raises(ValueError, match=r"needs the model's normalisation"):
@@ -310,7 +325,9 @@ def test_roar_trains_k0_once_and_removes_the_top_pixels_everywhere(split, monkey
     rankings = {"ink": ink, "fn": lambda x: x, "random": "random"}
     frame = fa.roar(split, rankings, fractions=(0.5, 0.0), replacement=0.0, config=config)
     assert len(calls) == 1 + 3  # k = 0 once, then one run per ranking
-    assert list(frame.columns) == ["method", "fraction", "test_accuracy", "seconds", "from_cache"]
+    assert list(frame.columns) == [
+        "method", "fraction", "seed", "test_accuracy", "seconds", "from_cache"
+    ]  # fmt: skip
     assert frame[["method", "fraction"]].values.tolist() == [
         ["ink", 0.0], ["ink", 0.5], ["fn", 0.0], ["fn", 0.5], ["random", 0.0], ["random", 0.5]
     ]  # fmt: skip
@@ -332,6 +349,47 @@ def test_roar_trains_k0_once_and_removes_the_top_pixels_everywhere(split, monkey
         fa.roar(split, {"bad": {"train": split.x_train}}, fractions=(0.5,), config=config)
     with pytest.raises(ValueError, match=r"fractions must be numbers in \[0, 1\]"):
         fa.roar(split, {"random": "random"}, fractions=(1.5,), config=config)
+
+    calls.clear()  # seeds: every run once per seed, the rankings made once
+    seen = []
+    frame = fa.roar(split, {"fn": lambda x: seen.append(1) or x}, fractions=(0.0, 0.5),
+                    config=config, seeds=(3, 4))  # fmt: skip
+    assert len(calls) == 4 and len(seen) == 3  # 2 seeds x (k=0, k=0.5); train, val, test
+    assert frame[["fraction", "seed"]].values.tolist() == [[0.0, 3], [0.0, 4], [0.5, 3], [0.5, 4]]
+    with pytest.raises(ValueError, match="seeds is empty"):
+        fa.roar(split, {"random": "random"}, config=config, seeds=())
+
+
+def _roar_frame(drops):
+    """A roar() frame with accuracy 1 at k = 0 and 1 - drop at k = 0.5, per method and seed."""
+    rows = []
+    for method, values in drops.items():
+        for seed, drop in enumerate(values):
+            rows += [{"method": method, "fraction": 0.0, "seed": seed, "test_accuracy": 1.0},
+                     {"method": method, "fraction": 0.5, "seed": seed,
+                      "test_accuracy": 1.0 - drop}]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_roar_verdicts_pair_each_seed_with_the_random_ranking():
+    frame = _roar_frame({
+        "clear": [0.5, 0.6, 0.55], "worse": [0.1, 0.0, 0.05], "noisy": [0.5, 0.1, 0.3],
+        "random": [0.3, 0.2, 0.25],
+    })  # fmt: skip
+    table = fa.roar_verdicts(frame)
+    assert list(table.index) == ["clear", "worse", "noisy"]
+    assert table.loc["clear", "verdict"] == "more than random"
+    assert table.loc["worse", "verdict"] == "less than random"
+    assert table.loc["noisy", "verdict"] == "not distinguishable"
+    assert table.loc["clear", "drop"] == pytest.approx(0.55)
+    assert table.loc["clear", "gain"] == pytest.approx(0.3) and table.loc["clear", "seeds"] == 3
+    drop = fa.roar_drop(frame)
+    assert drop["noisy"] == pytest.approx(0.3) and list(drop.index) == list(frame.method.unique())
+    # one seed: no spread, so never a verdict either way
+    one = fa.roar_verdicts(_roar_frame({"clear": [0.9], "random": [0.1]}))
+    assert one.loc["clear", "verdict"] == "not distinguishable"
+    with pytest.raises(ValueError, match="no 'random' ranking"):
+        fa.roar_verdicts(_roar_frame({"clear": [0.9, 0.8]}))
 
 
 def test_roar_removing_the_ink_leaves_chance_accuracy(split):

@@ -254,6 +254,26 @@ def test_lite2_gradcam_layer_is_the_last_9x9_feature_map(lite2, lite2_corella):
     assert seen["shape"] == (1, 1280, 9, 9)  # 260 px / 32, rounded up by "same" padding
 
 
+def test_lite2_ig_adds_up_within_5_percent_as_notebook_03_does_it(lite2, lite2_corella):
+    """Notebook 03's model-dependent step on Lite2 (its lecture run covers Lite0 only): the
+    doubling of n_steps from IG_STEPS reaches a completeness error under 5% on the corella
+    with the black baseline, and the attributions add up to f(x) - f(x')."""
+    import warnings
+
+    n_steps, error = sh.attribution.IG_STEPS, 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sh.CompletenessWarning)
+        while error >= 0.05 and n_steps <= 1024:
+            ig, error = sh.attribute("integrated_gradients", lite2, lite2_corella, 89,
+                                     baselines="black", n_steps=n_steps, return_error=True)
+            n_steps *= 2
+    assert error < 0.05, f"still {error:.1%} at n_steps={n_steps // 2}"
+    x0 = sh.make_baseline("black", lite2_corella, lite2)
+    with torch.inference_mode():
+        f_x, f_x0 = lite2.model(torch.cat([lite2_corella, x0]))[:, 89].tolist()
+    assert abs(ig.sum().item() - (f_x - f_x0)) <= error * abs(f_x - f_x0) + 1e-4
+
+
 def test_preprocess_resizes_by_the_crop_ratio(lite, lite2, random_resnet):
     assert (random_resnet.resize_size, random_resnet.image_size) == (256, 224)
     assert (lite.resize_size, lite.image_size) == (256, 224)  # unchanged for Lite0

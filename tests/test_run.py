@@ -403,6 +403,7 @@ def test_lectures_record_the_summary_values():
         "03": ["ig_completeness_error"],
         "06": ["cascade_spearman_abs"],
         "07": ["data_randomization"],
+        "08": ["faithfulness"],
     }
     for prefix, keys in expected.items():
         code = "\n".join(c.source for c in sources[prefix].cells if c.cell_type == "code")

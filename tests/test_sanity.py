@@ -514,3 +514,20 @@ def test_similarity_chart_draws_spread_and_references(many):
     assert kinds == {"trained vs randomized", "floor", "ceiling", "threshold"}
     marks = [layer["mark"]["type"] for layer in spec["spec"]["layer"]]
     assert "area" in marks and "line" in marks  # the sd band and the means
+
+
+def test_verdicts_are_kept_for_later_notebooks(tmp_path, monkeypatch):
+    monkeypatch.setenv("SALIENCY_CACHE", str(tmp_path))
+    assert sanity.load_verdicts("efficientnet_lite0") is None  # notebook 06 not run yet
+    path = sanity.save_verdicts("efficientnet_lite0", {"gradient": "passes", "guided_backprop":
+                                                      "fails"}, quick=True)  # fmt: skip
+    assert path.parent == tmp_path
+    assert sanity.load_verdicts("efficientnet_lite0") is None  # full size: not saved
+    kept = sanity.load_verdicts("efficientnet_lite0", quick=True)
+    assert kept["verdicts"] == {"gradient": "passes", "guided_backprop": "fails"}
+    assert kept["quick"] is True and kept["saved"]
+    assert sanity.load_verdicts("resnet18", quick=True) is None  # another model's verdicts
+    path.write_text("not json")
+    assert sanity.load_verdicts("efficientnet_lite0", quick=True) is None
+    with pytest.raises(ValueError, match="model's name"):
+        sanity.save_verdicts("../x", {})

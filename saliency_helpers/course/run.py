@@ -538,6 +538,7 @@ _SOURCES = {
     "ig_completeness_error": "03",
     "cascade_spearman_abs": "06",
     "data_randomization": "07",
+    "faithfulness": "08",
 }
 _LABEL = 24
 
@@ -575,6 +576,13 @@ def _describe(key: str, value: Any) -> str:
             f"permuted labels: train {_acc(value.get('permuted_train_accuracy'))}, "
             f"test {_acc(value.get('permuted_test_accuracy'))}"
         )
+    if key == "faithfulness" and isinstance(value, dict):
+        parts = []
+        for test, verdicts in value.items():
+            if isinstance(verdicts, dict):
+                counts = pd.Series(list(verdicts.values()), dtype=object).value_counts()
+                parts.append(f"{test}: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+        return "; ".join(parts) if parts else str(value)
     return str(value)
 
 
@@ -599,6 +607,7 @@ def format_summary(result: CourseResult) -> str:
         "top1": "corella top-1",
         "ig_completeness_error": "IG completeness error",
         "data_randomization": "data randomization",
+        "faithfulness": "faithfulness vs random",
     }
     for key, label in labels.items():
         if key in values:
