@@ -47,7 +47,17 @@ _NAMES: dict[str, str] = {
         "images",
     ),
     **dict.fromkeys(
-        ["clip_percentile", "normalize", "pool", "reduce_channels", "spearman", "to_frame"], "maps"
+        [
+            "attribution_mass",
+            "clip_percentile",
+            "normalize",
+            "pointing_game",
+            "pool",
+            "reduce_channels",
+            "spearman",
+            "to_frame",
+        ],
+        "maps",
     ),
     **dict.fromkeys(["ModelBundle", "ModelUnavailableError", "load_model"], "models"),
     **dict.fromkeys(

@@ -37,11 +37,14 @@ import torch
 __all__ = [
     "BACKGROUND",
     "IMAGE_SHAPE",
+    "MARK_POSITIONS",
     "MnistSplit",
     "N_CLASSES",
     "ink_mask",
     "load_mnist",
+    "mark_mask",
     "permuted_labels",
+    "stamp_mark",
 ]
 
 _MNIST_FILE = "mnist_5k.csv.gz"
@@ -269,3 +272,110 @@ def permuted_labels(y: torch.Tensor, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(len(y), generator=generator).to(y.device)
     return y[perm].clone()
+
+
+# ---------------------------------------------------------------------------
+# A planted shortcut (notebook 09)
+
+#: Where :func:`mark_mask` can put the mark.
+MARK_POSITIONS = ("top_left", "top_right", "bottom_left", "bottom_right")
+
+
+def mark_mask(
+    size: int = 3,
+    position: str | tuple[int, int] = "bottom_right",
+    image_size: tuple[int, int] = IMAGE_SHAPE[1:],
+    margin: int = 1,
+) -> torch.Tensor:
+    """The pixels of a square mark: a bool ``(H, W)`` mask.
+
+    Args:
+        size: side of the square in pixels.
+        position: a corner of :data:`MARK_POSITIONS`, ``margin`` pixels from both edges,
+            or ``(row, col)`` of the square's top-left pixel.
+        image_size: ``(H, W)`` of the images. Default MNIST's 28 x 28.
+        margin: distance from the edges when ``position`` names a corner.
+
+    Returns:
+        ``(H, W)`` bool tensor, True on the ``size x size`` square.
+
+    Example:
+        >>> mark_mask(3, "bottom_right").nonzero()[0].tolist()
+        [24, 24]
+    """
+    h, w = (int(v) for v in image_size)
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= min(h, w):
+        raise ValueError(f"size must be an int from 1 to {min(h, w)}, got {size!r}.")
+    if isinstance(position, str):
+        if position not in MARK_POSITIONS:
+            raise ValueError(f"position must be one of {MARK_POSITIONS} or (row, col), got "
+                             f"{position!r}.")  # fmt: skip
+        row = margin if position.startswith("top") else h - margin - size
+        col = margin if position.endswith("left") else w - margin - size
+    else:
+        row, col = (int(v) for v in position)
+    if not (0 <= row <= h - size and 0 <= col <= w - size):
+        raise ValueError(
+            f"a {size}x{size} mark at (row, col) = ({row}, {col}) does not fit a {h}x{w} image."
+        )
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    mask[row : row + size, col : col + size] = True
+    return mask
+
+
+def stamp_mark(
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    marked_class: int | None = None,
+    p: float = 1.0,
+    mask: torch.Tensor | None = None,
+    strength: float = 1.0,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stamp a mark on images: the planted shortcut of notebook 09.
+
+    Each candidate image (those of ``marked_class``, or all images when it is None) gets
+    the mark with probability ``p``, drawn from its own seeded generator (the global RNG
+    is not touched); a stamped pixel becomes ``strength`` in every channel. Other images
+    are returned unchanged. Training on digits where (almost) only one class carries the
+    mark invites the network to read the mark instead of the digit.
+
+    Args:
+        x: ``(N, C, H, W)`` images scaled like :func:`load_mnist`'s (``[0, 1]``).
+        y: ``(N,)`` labels; needed with ``marked_class``.
+        marked_class: only images of this class are candidates; None: every image.
+        p: probability that a candidate is stamped (1: all of them).
+        mask: bool ``(H, W)`` mark; default :func:`mark_mask` (3 x 3, bottom right).
+        strength: the value of a stamped pixel (1 = the brightest ink; 0.3 = faint).
+        seed: seed of the draw.
+
+    Returns:
+        ``(stamped images, (N,) bool: which images were stamped)``; the input is not
+        modified.
+
+    Example:
+        >>> split = load_mnist()
+        >>> x, marked = stamp_mark(split.x_train, split.y_train, marked_class=7, p=0.9)
+        >>> bool(marked[split.y_train != 7].any())
+        False
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a tensor of images (N, C, H, W), got {shape}.")
+    n, _, h, w = x.shape
+    mask = mark_mask(image_size=(h, w)) if mask is None else mask
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != (h, w):
+        raise ValueError(f"mask must be a bool tensor of shape ({h}, {w}), e.g. mark_mask().")
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be a probability in [0, 1], got {p}.")
+    if marked_class is None:
+        candidates = torch.ones(n, dtype=torch.bool)
+    else:
+        if y is None or not isinstance(y, torch.Tensor) or y.shape != (n,):
+            raise ValueError(f"marked_class needs y: the (N,) = ({n},) labels of the images.")
+        candidates = y == int(marked_class)
+    draw = torch.rand(n, generator=torch.Generator().manual_seed(int(seed)))
+    marked = candidates & (draw < p)
+    where = marked.view(n, 1, 1, 1) & mask.view(1, 1, h, w)
+    return torch.where(where, torch.full_like(x, float(strength)), x), marked

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 
 __all__ = [
+    "attribution_mass",
+    "pointing_game",
     "spearman",
     "REDUCTIONS",
     "clip_percentile",
@@ -275,3 +277,80 @@ def spearman(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> floa
     if np.ptp(a_np) == 0 or np.ptp(b_np) == 0:
         return float("nan")
     return float(spearmanr(a_np, b_np).statistic)
+
+
+# ---------------------------------------------------------------------------
+# Localisation against a known region (notebook 09: a planted shortcut)
+
+
+def _maps_and_mask(maps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, H*W)`` |maps| summed over channels and an ``(N, H*W)`` bool mask."""
+    if not isinstance(maps, torch.Tensor) or maps.dim() not in (3, 4):
+        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+        raise ValueError(f"maps must be (N, C, H, W) or (N, H, W), got {shape}.")
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        kind = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise TypeError(f"mask must be a bool tensor (H, W) or (N, H, W), got {kind}.")
+    m = maps.detach().abs().float()
+    m = m.sum(dim=1) if m.dim() == 4 else m
+    n, h, w = m.shape
+    if mask.shape not in ((h, w), (n, h, w)):
+        raise ValueError(
+            f"mask {tuple(mask.shape)} does not fit maps of {n} images of {h}x{w}: "
+            f"give ({h}, {w}) or ({n}, {h}, {w})."
+        )
+    return m.reshape(n, -1), mask.expand(n, h, w).reshape(n, -1)
+
+
+def attribution_mass(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The share of each map's absolute attribution that falls inside a region.
+
+    A localisation measure for a region whose importance is known, e.g. a shortcut planted
+    in the data: 1 when all of ``|map|`` (summed over channels) lies inside ``mask``, the
+    region's share of the image (area / image area) for a uniform map.
+
+    Args:
+        maps: ``(N, C, H, W)`` attributions (or ``(N, H, W)``).
+        mask: bool ``(H, W)`` (the same region in every image) or ``(N, H, W)``.
+
+    Returns:
+        ``(N,)`` float tensor in ``[0, 1]``; NaN for a map that is zero everywhere (no mass
+        to share out).
+
+    Example:
+        >>> maps = torch.zeros(1, 1, 4, 4); maps[0, 0, 0, 0] = 2.0
+        >>> mask = torch.zeros(4, 4, dtype=torch.bool); mask[0, 0] = True
+        >>> attribution_mass(maps, mask)
+        tensor([1.])
+    """
+    m, inside = _maps_and_mask(maps, mask)
+    total = m.sum(dim=1)
+    share = (m * inside).sum(dim=1) / total
+    return torch.where(total > 0, share, torch.full_like(share, float("nan")))
+
+
+def pointing_game(maps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Does each map's largest absolute value lie inside a region? (Zhang et al. 2016.)
+
+    The pointing game (Zhang et al., "Top-down Neural Attention by Excitation Backprop",
+    https://arxiv.org/abs/1608.00507) asks whether a map's maximum falls on the object; here
+    on a region whose importance is known. ``|map|`` is summed over channels. When several
+    pixels share the maximum, it is a hit only if all of them lie inside (a map that is flat,
+    or zero everywhere, gets no hit for free).
+
+    Args:
+        maps: ``(N, C, H, W)`` attributions (or ``(N, H, W)``).
+        mask: bool ``(H, W)`` or ``(N, H, W)``.
+
+    Returns:
+        ``(N,)`` bool tensor.
+
+    Example:
+        >>> maps = torch.zeros(2, 1, 4, 4); maps[0, 0, 0, 0] = 5.0; maps[1, 0, 3, 3] = 5.0
+        >>> mask = torch.zeros(4, 4, dtype=torch.bool); mask[0, 0] = True
+        >>> pointing_game(maps, mask)
+        tensor([ True, False])
+    """
+    m, inside = _maps_and_mask(maps, mask)
+    top = m == m.max(dim=1, keepdim=True).values
+    return (top & inside).sum(dim=1) == top.sum(dim=1)
