@@ -20,6 +20,8 @@ TARGETS = {
     # ROAR with an empty cache.
     "curves_seconds": 60.0,
     "roar_seconds": 180.0,
+    # Issue 15: notebook 09's trainings with and without the mark, empty cache.
+    "shortcut_seconds": 120.0,
 }
 # The cascade rows checked against the target, and how the targets table names them.
 CASCADE_TARGET_SETTINGS = {
@@ -111,6 +113,10 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
         r = results["roar"]
         targets.append(_target(f"notebook 08's ROAR, {r['trainings']} trainings, empty cache, s",
                                r["seconds"], TARGETS["roar_seconds"], "max"))
+    if "shortcut" in results:
+        r = results["shortcut"]
+        targets.append(_target(f"notebook 09's trainings, {len(r['runs'])} models, empty cache, s",
+                               r["seconds"], TARGETS["shortcut_seconds"], "max"))
     if "training" in results:
         targets.append(_target("data-randomization training, both models, s",
                                results["training"]["seconds"], TARGETS["training_seconds"],
@@ -326,6 +332,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['gradient_digits']} digits: {r['gradient_batched_seconds']:.2f} s batched vs "
             f"{r['gradient_one_digit_seconds']:.2f} s one digit per call.",
         ]
+    if "shortcut" in results:
+        r = results["shortcut"]
+        runs = "; ".join(f"{x['kind']} seed {x['seed']}"
+                         f"{' ' + str(x['variant']) if x['variant'] else ''}: "
+                         f"{x['seconds']:.1f} s, test acc {x['test_accuracy']:.3f}"
+                         for x in r["runs"])  # fmt: skip
+        lines += ["", "## Notebook 09's trainings (cache off)", "",
+                  f"{len(r['runs'])} models, {r['seconds']:.1f} s, extra RAM "
+                  f"{r['extra_ram_mb']:.0f} MB. {runs}."]  # fmt: skip
     if any(m.get("scaling") for m in results["models"].values()):
         lines += ["", "![time vs IG steps and images](scaling.png)"]
     lines.append("")

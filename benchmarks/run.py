@@ -11,7 +11,8 @@ the same run; the best forward+input-gradient time per image over batch sizes an
 memory layouts (the floor); how time and memory grow with IG's steps, the number
 of images and the image size; the model-randomization cascade; the data-
 randomization training; notebook 08's deletion and insertion curves (helper vs one image per
-forward pass) and its ROAR recipe with an empty cache. Each model runs in its own process,
+forward pass) and its ROAR recipe with an empty cache; notebook 09's trainings with and
+without the planted mark. Each model runs in its own process,
 so memory figures do not mix. See benchmarks/README.md.
 """
 
@@ -95,6 +96,14 @@ class Config:
             "naive_digits": 500, "method_kwargs": {"integrated_gradients": {"n_steps": 32}},
         }
     )  # fmt: skip
+    #: Notebook 09's trainings at full size: a clean control and the shortcut variants
+    #: (p, strength) on seed 0, and a shortcut and a clean model on each further seed.
+    shortcut: dict[str, Any] = field(
+        default_factory=lambda: {
+            "epochs": 8, "n_train": None, "size": 5, "marked_class": 7,
+            "variants": [[0.9, 1.0], [0.3, 1.0], [0.9, 0.3]], "seeds": [0, 1],
+        }
+    )  # fmt: skip
     gemm_n: int = 4096
     gemm_repeats: int = 5
 
@@ -127,6 +136,8 @@ QUICK = Config(
     curve_steps=4,
     roar={"methods": ["gradient"], "n_train": 128, "epochs": 1, "fractions": [0.0, 0.5],
           "seeds": [0], "naive_digits": 16, "method_kwargs": {}},
+    shortcut={"epochs": 1, "n_train": 128, "size": 5, "marked_class": 7,
+              "variants": [[0.9, 1.0]], "seeds": [0]},
     gemm_n=1024,
     gemm_repeats=3,
 )
@@ -500,6 +511,36 @@ def _roar_worker(cfg: Config) -> dict[str, Any]:
             "gradient_one_digit_seconds": naive}  # fmt: skip
 
 
+def _shortcut_worker(cfg: Config) -> dict[str, Any]:
+    """Notebook 09's trainings (the control and the marked variants), cache off."""
+    import torch
+
+    from benchmarks.measure import PeakRAM
+    from saliency_helpers import data, training
+
+    torch.manual_seed(0)
+    r = cfg.shortcut
+    split = data.load_mnist()
+    mask = data.mark_mask(size=r["size"])
+    recipe = training.TrainConfig(epochs=r["epochs"], target_accuracy=1.0, n_train=r["n_train"])
+    runs = []
+    with PeakRAM() as ram, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Training on .* without reaching")
+        start = time.perf_counter()
+        jobs = [("control", 0, None)] + [("shortcut", 0, tuple(v)) for v in r["variants"]]
+        for seed in r["seeds"][1:]:
+            jobs += [("control", seed, None), ("shortcut", seed, tuple(r["variants"][0]))]
+        for kind, seed, variant in jobs:
+            data_ = split if variant is None else data.shortcut_split(
+                split, r["marked_class"], p=variant[0], mask=mask, strength=variant[1])
+            run = training.train(dataclasses.replace(recipe, seed=seed), data_, progress=False,
+                                 cache=False)  # fmt: skip
+            runs.append({"kind": kind, "seed": seed, "variant": variant,
+                         "seconds": run.seconds, "test_accuracy": run.test_accuracy})
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "extra_ram_mb": ram.extra_mb, "runs": runs, "recipe": r}
+
+
 # ---------------------------------------------------------------------------
 # Parent: GEMM, workers, report
 
@@ -570,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
             data = _training_worker(cfg)
         elif args.worker == "roar":
             data = _roar_worker(cfg)
+        elif args.worker == "shortcut":
+            data = _shortcut_worker(cfg)
         else:
             data = _model_worker(args.worker, cfg, args.parts)
         args.result.write_text(json.dumps(data))
@@ -603,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
         print("ROAR as notebook 08 runs it, empty cache ...", flush=True)
         results["roar"] = _run_worker("roar", args)
         print(f"  done in {results['roar']['seconds']:.0f} s", flush=True)
+        print("notebook 09's trainings, empty cache ...", flush=True)
+        results["shortcut"] = _run_worker("shortcut", args)
+        print(f"  done in {results['shortcut']['seconds']:.0f} s", flush=True)
     results["gemm_end"] = gemm_gflops(cfg.gemm_n, cfg.gemm_repeats)
     results["meta"]["loadavg_end"] = loadavg()
     results["meta"]["seconds"] = time.perf_counter() - start

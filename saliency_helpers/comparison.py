@@ -54,7 +54,7 @@ from .attribution import COURSE_METHODS, CompletenessWarning, attribute, resolve
 from .attribution import METHODS as _REGISTRY
 from .data import BACKGROUND, ink_mask
 from .maps import SIMILARITY_REDUCTION, reduce_channels, spearman
-from .sanity import VERDICT, decide
+from .sanity import VERDICT, _mean_se, decide
 
 __all__ = [
     "KINDS",
@@ -66,6 +66,7 @@ __all__ = [
     "data_randomization",
     "data_randomization_verdicts",
     "explain",
+    "paired_rule",
     "reference_chart",
     "spearman",
     "summarize",
@@ -776,3 +777,35 @@ def reference_chart(
         title=title or (f"True vs permuted labels on {n_images} test digits x {n_pairs} seeds, "
                         "with ceiling and floor (red tick: threshold)")
     )
+
+
+def paired_rule(gain: Any, z: float = 2.0) -> dict[str, Any]:
+    """The course's rule for paired differences: is the mean gain beyond ``z`` standard errors?
+
+    Each value of ``gain`` is one pair's difference (a method minus its reference on the
+    same image, digit or training seed). Notebooks 08 and 09 decide with it: **higher**
+    when the mean exceeds ``z`` standard errors (``sd / sqrt(n)``), **lower** when it is
+    below ``-z`` of them, **not distinguishable** otherwise, and always with a single pair
+    (no spread is known). NaN pairs are left out and counted.
+
+    Args:
+        gain: the paired differences (tensor, array, list or Series).
+        z: standard errors required; default 2, as the sanity checks' rule.
+
+    Returns:
+        ``{"mean", "se", "n", "n_undefined", "outcome"}`` with ``outcome`` one of
+        ``"higher"``, ``"lower"``, ``"not distinguishable"``.
+
+    Example:
+        >>> paired_rule([0.3, 0.25, 0.35])["outcome"]
+        'higher'
+    """
+    values = gain.detach().cpu().numpy() if isinstance(gain, torch.Tensor) else gain
+    mean, _, se, n, undefined = _mean_se(values)
+    if n > 1 and mean > z * se:
+        outcome = "higher"
+    elif n > 1 and mean < -z * se:
+        outcome = "lower"
+    else:
+        outcome = "not distinguishable"
+    return {"mean": mean, "se": se, "n": n, "n_undefined": undefined, "outcome": outcome}

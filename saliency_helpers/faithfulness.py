@@ -446,13 +446,12 @@ def versus_reference(
 
 
 def _paired_rule(gain: Any, z: float) -> tuple[float, float, int, int]:
-    """The stated rule on paired gains: mean, standard error, count, and 0 (better: mean >
-    ``z`` se), 1 (worse: mean < ``-z`` se) or 2 (not distinguishable; also with one pair)."""
-    from .sanity import _mean_se
+    """:func:`~.comparison.paired_rule` as (mean, se, n, 0 better / 1 worse / 2 neither)."""
+    from .comparison import paired_rule
 
-    mean, _, se, n, _ = _mean_se(gain)
-    outcome = 0 if n > 1 and mean > z * se else 1 if n > 1 and mean < -z * se else 2
-    return mean, se, n, outcome
+    r = paired_rule(gain, z)
+    outcome = {"higher": 0, "lower": 1, "not distinguishable": 2}[r["outcome"]]
+    return r["mean"], r["se"], r["n"], outcome
 
 
 def curves(

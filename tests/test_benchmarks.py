@@ -204,3 +204,8 @@ def test_quick_run_times_notebook_08_curves_and_roar(quick_run):
     assert any(n.startswith("notebook 08's ROAR, 3 trainings") for n in names)
     md = (out / "results.md").read_text()
     assert "## Deletion and insertion curves (notebook 08)" in md and "## ROAR" in md
+    shortcut = res["shortcut"]
+    assert [r["kind"] for r in shortcut["runs"]] == ["control", "shortcut"]  # quick: 1 variant
+    assert all(r["seconds"] > 0 for r in shortcut["runs"]) and shortcut["seconds"] > 0
+    assert any(n.startswith("notebook 09's trainings, 2 models") for n in names)
+    assert "## Notebook 09's trainings (cache off)" in md

@@ -386,3 +386,17 @@ def test_true_vs_permuted_models_explain_differently():
     # The ceiling is the reference that matters: two true-label models agree more than a
     # true- and a permuted-label model do.
     assert (verdicts["ceiling_mean"] > verdicts["tested_mean"]).loc["gradient"]
+
+
+def test_paired_rule_decides_by_two_standard_errors():
+    from saliency_helpers.comparison import paired_rule
+
+    assert paired_rule([0.3, 0.25, 0.35])["outcome"] == "higher"
+    assert paired_rule(torch.tensor([-0.3, -0.25, -0.35]))["outcome"] == "lower"
+    r = paired_rule([0.5, -0.4, 0.3, float("nan")])
+    assert r["outcome"] == "not distinguishable" and r["n"] == 3 and r["n_undefined"] == 1
+    assert r["mean"] == pytest.approx(0.4 / 3) and r["se"] == pytest.approx(
+        np.std([0.5, -0.4, 0.3], ddof=1) / np.sqrt(3))
+    assert paired_rule([5.0])["outcome"] == "not distinguishable"  # one pair: no spread
+    assert paired_rule([0.1, 0.3], z=1.0)["outcome"] == "higher"
+    assert paired_rule([0.1, 0.3], z=3.0)["outcome"] == "not distinguishable"

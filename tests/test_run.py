@@ -404,6 +404,7 @@ def test_lectures_record_the_summary_values():
         "06": ["cascade_spearman_abs"],
         "07": ["data_randomization"],
         "08": ["faithfulness"],
+        "09": ["shortcut"],
     }
     for prefix, keys in expected.items():
         code = "\n".join(c.source for c in sources[prefix].cells if c.cell_type == "code")

@@ -106,3 +106,15 @@ def test_localisation_errors_name_the_fix():
         sh.pointing_game(torch.ones(2, 1, 4, 4), torch.ones(4, 4))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\) or \(N, H, W\)"):
         sh.attribution_mass(torch.ones(4, 4), _mask())
+
+
+def test_shortcut_split_marks_train_and_val_of_one_class_only(split):
+    mask = data.mark_mask(5, "top_left")
+    marked = data.shortcut_split(split, 3, p=1.0, mask=mask, strength=0.5)
+    assert marked.x_test is split.x_test and torch.equal(marked.y_train, split.y_train)
+    for x, y, x0 in ((marked.x_train, split.y_train, split.x_train),
+                     (marked.x_val, split.y_val, split.x_val)):  # fmt: skip
+        assert (x[y == 3][:, :, mask] == 0.5).all()
+        assert torch.equal(x[y != 3], x0[y != 3])
+    with pytest.raises(TypeError, match="MnistSplit"):
+        data.shortcut_split(split.x_train, 3)
