@@ -29,7 +29,8 @@ def test_the_course_runs_and_summarises(course_result):
     text = run.format_summary(course_result)
     assert "corella top-1           class 89 " in text, text
     for line in ["IG completeness error", "data randomization", "model randomization", "_fc",
-                 "faithfulness vs random  deletion: "]:
+                 "faithfulness vs random  deletion: ",
+                 "planted shortcut        others -> 7 with the mark: control "]:
         assert line in text, text
     names = [p.stem for p in run.find_notebooks()]
     assert [r.name for r in course_result.runs] == names

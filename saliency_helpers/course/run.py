@@ -539,6 +539,7 @@ _SOURCES = {
     "cascade_spearman_abs": "06",
     "data_randomization": "07",
     "faithfulness": "08",
+    "shortcut": "09",
 }
 _LABEL = 24
 
@@ -583,6 +584,16 @@ def _describe(key: str, value: Any) -> str:
                 counts = pd.Series(list(verdicts.values()), dtype=object).value_counts()
                 parts.append(f"{test}: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
         return "; ".join(parts) if parts else str(value)
+    if key == "shortcut" and isinstance(value, dict):
+        reliance = value.get("reliance", {})
+        flips = ", ".join(f"{k.split(' (')[0]} {_pct(v)}" for k, v in reliance.items())
+        localises = list(value.get("localises", {}).values())
+        clean = list(value.get("clean_sevens", {}).values())
+        return (
+            f"others -> 7 with the mark: {flips}; localise the mark: "
+            f"{localises.count('localises')} of {len(localises)}; differ on clean sevens: "
+            f"{clean.count('differs')} of {len(clean)}"
+        )
     return str(value)
 
 
@@ -608,6 +619,7 @@ def format_summary(result: CourseResult) -> str:
         "ig_completeness_error": "IG completeness error",
         "data_randomization": "data randomization",
         "faithfulness": "faithfulness vs random",
+        "shortcut": "planted shortcut",
     }
     for key, label in labels.items():
         if key in values:
