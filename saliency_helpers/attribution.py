@@ -296,13 +296,16 @@ def attribute(
             call["baselines"] = make_baseline(named, inputs, bundle)
         result = spec(_Run(method, spec, net, bundle, inputs, targets, fast), call)
         if spec.completeness:
-            error = _completeness(net, inputs, result, targets, call["baselines"])
+            errors, gaps = _completeness_per_input(
+                net, inputs, result, targets, call["baselines"]
+            )
+            error = float(errors.max())
             call = {**spec.defaults, **call}
     if spec.completeness:
         if error > COMPLETENESS_TOLERANCE:
             warnings.warn(
                 f"{method}: the completeness error is {error:.1%} (> 5%) with "
-                f"n_steps={call['n_steps']}: increase n_steps.",
+                f"n_steps={call['n_steps']}{_worst_input(errors, gaps)}: increase n_steps.",
                 CompletenessWarning,
                 stacklevel=2,
             )
@@ -352,14 +355,48 @@ def _completeness(
     targets: list[int],
     base: torch.Tensor,
 ) -> float:
+    """The largest relative completeness error over the batch."""
+    errors, _ = _completeness_per_input(net, inputs, attributions, targets, base)
+    return float(errors.max())
+
+
+def _completeness_per_input(
+    net: nn.Module,
+    inputs: torch.Tensor,
+    attributions: torch.Tensor,
+    targets: list[int],
+    base: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N,)`` relative errors and ``(N,)`` |f(x) - f(x')| of each input."""
     n = inputs.shape[0]
     with torch.inference_mode():
         idx = torch.as_tensor(targets).reshape(-1, 1).expand(n, 1)
         f_x = net(inputs).gather(1, idx)[:, 0]
         f_b = net(base.expand_as(inputs)).gather(1, idx)[:, 0]
     total = attributions.reshape(n, -1).sum(dim=1)
-    gap = (f_x - f_b).abs().clamp_min(1e-12)
-    return float(((total - (f_x - f_b)).abs() / gap).max())
+    gap = (f_x - f_b).abs()
+    return (total - (f_x - f_b)).abs() / gap.clamp_min(1e-12), gap
+
+
+def _worst_input(errors: torch.Tensor, gaps: torch.Tensor) -> str:
+    """For a batch: which input has the largest error, how many exceed 5%, and its logit change.
+
+    A relative error of a tiny change (a digit the model barely tells from the baseline) can
+    be large while the attributions are fine in absolute terms; the message says so.
+    """
+    if errors.numel() < 2:
+        return ""
+    worst = int(errors.argmax())
+    over = int((errors > COMPLETENESS_TOLERANCE).sum())
+    median_gap = float(gaps.median())
+    note = (
+        f" (input {worst} of {errors.numel()}; {over} of them over 5%; its target logit "
+        f"changes by {float(gaps[worst]):.3g} from the baseline, the median input's by "
+        f"{median_gap:.3g}"
+    )
+    if float(gaps[worst]) < 0.01 * median_gap:
+        note += ": a relative error of a near-zero change"
+    return note + ")"
 
 
 def make_baseline(baseline: Any, inputs: torch.Tensor, model: Any = None) -> torch.Tensor:

@@ -443,3 +443,22 @@ def test_blur_baseline_works_on_small_images():
         blurred = sh.make_baseline("blur", tiny)
         assert blurred.shape == tiny.shape and torch.isfinite(blurred).all()
         assert blurred.std() < tiny.std()  # smoothed
+
+
+class _Threshold(torch.nn.Module):
+    """f(x) = relu(sum(x) - 0.5): IG from zero with two steps misses the part of the path
+    that a sum just above 0.5 spends above the threshold."""
+
+    def forward(self, x):
+        s = x.flatten(1).sum(dim=1)
+        return torch.stack([torch.relu(s - 0.5), torch.zeros_like(s)], dim=1)
+
+
+def test_ig_warning_on_a_batch_names_the_input_and_its_tiny_change():
+    x = torch.full((3, 1, 2, 2), 0.25)  # sum 1: f changes by 0.5 from the zero baseline
+    x[2] = (0.5 + 1e-5) / 4  # sum just above 0.5: f changes by 1e-5 only
+    with pytest.warns(sh.CompletenessWarning) as seen:
+        sh.attribute("integrated_gradients", _Threshold(), x, target=0, baselines=0.0, n_steps=2)
+    message = str(seen[0].message)
+    assert "input 2 of 3; 1 of them over 5%" in message, message
+    assert "a relative error of a near-zero change" in message and "increase n_steps" in message
