@@ -753,17 +753,10 @@ def _fraction(k: Any) -> float:
 
 
 def _split(data: MnistSplit, x_train, x_val, x_test, y_train=None) -> MnistSplit:
-    return MnistSplit(
-        x_train=x_train.contiguous(),
-        y_train=data.y_train if y_train is None else y_train,
-        x_val=x_val.contiguous(),
-        y_val=data.y_val,
-        x_test=x_test.contiguous(),
-        y_test=data.y_test,
-        seed=data.seed,
-        val_fraction=data.val_fraction,
-        test_fraction=data.test_fraction,
-    )
+    """``data`` with new digits (and, for ``n_train``, the matching training labels)."""
+    y_train = data.y_train if y_train is None else y_train
+    return replace(data, x_train=x_train.contiguous(), y_train=y_train,
+                   x_val=x_val.contiguous(), x_test=x_test.contiguous())  # fmt: skip
 
 
 def _replacement(replacement: Any, x_train: torch.Tensor) -> torch.Tensor:
