@@ -1,14 +1,14 @@
-"""Tests of the exercise tooling: self-checks, exercise generation, grading, nbval.
+"""Tests of the exercise tooling: self-checks, exercises made by nbgrader, grading, nbval.
 
 The fixture notebook tests/data/solutions/90_toy.ipynb has three exercises:
 90.1 (array answer + check cell), 90.2 (True/False answer + check cell) and
-90.3 (written markdown answer). Its generated twin is tests/data/exercises/90_toy.ipynb.
-Grading tests start real Jupyter kernels (loopback only).
+90.3 (written markdown answer); its cells carry nbgrader's metadata. Its generated twin is
+tests/data/exercises/90_toy.ipynb. Grading tests start real Jupyter kernels (loopback only):
+one class of submissions, honest and cheating, is graded once by `saliency-course grade`.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import shutil
 import subprocess
@@ -21,32 +21,18 @@ import pytest
 import torch
 
 from saliency_helpers.checks import check, check_true
-from saliency_helpers.course import cli, exercises, grade
+from saliency_helpers.course import assignments, cli, grade, nbgrader_checks
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 SOLUTION = DATA / "solutions" / "90_toy.ipynb"
 EXERCISE = DATA / "exercises" / "90_toy.ipynb"
-STUB_1 = 'raise NotImplementedError("Exercise 90.1: write your solution here")'
-STUB_2 = '    raise NotImplementedError("Exercise 90.2: write your solution here")'
 GOOD_LINE = "row_normalised = x / x.sum(axis=1, keepdims=True)"
 WRONG_LINE = "row_normalised = x / x.sum()"
 
 
 def _read(path: Path) -> nbformat.NotebookNode:
     return nbformat.read(path, as_version=4)
-
-
-def _cell(nb: nbformat.NotebookNode, tag: str, *, check_cell: bool = False):
-    """The first cell with ``tag`` that is (or is not) a check cell."""
-    for index, cell in enumerate(nb.cells):
-        tags = cell.metadata.get("tags", [])
-        if tag in tags and ("check" in tags) == check_cell:
-            return index, cell
-    raise LookupError(tag)
-
-
-# --------------------------------------------------------------------------- check()
 
 
 def test_check_exact_and_close(capsys):
@@ -133,92 +119,72 @@ def test_check_true(capsys):
 # --------------------------------------------------------------------------- generate()
 
 
-def test_generate_replaces_marked_code_and_keeps_the_rest():
-    solution = _read(SOLUTION)
-    before = copy.deepcopy(solution)
-    nb = exercises.generate(solution, name="90_toy")
-    assert solution == before, "generate() must not modify its input"
+def _role_cell(nb, grade_id: str) -> tuple[int, nbformat.NotebookNode]:
+    for index, cell in enumerate(nb.cells):
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            return index, cell
+    raise AssertionError(f"no cell {grade_id}")
 
-    i1, cell1 = _cell(nb, "exercise:90.1")
-    assert cell1.source == f"row_normalised = None\n{STUB_1}"
-    i2, cell2 = _cell(nb, "exercise:90.2")
+
+def test_roles_come_from_nbgrader_metadata():
+    plan = assignments.exercises(_read(SOLUTION))
+    assert plan == {
+        "90.1": {"statement": [2], "solution": [3], "check": [4]},
+        "90.2": {"statement": [5], "solution": [6], "check": [7]},
+        "90.3": {"statement": [8], "answer": [9]},
+    }
+
+
+def test_generate_is_nbgrader_generate_assignment():
+    solution = _read(SOLUTION)
+    nb = assignments.generate(SOLUTION)
+    _, cell1 = _role_cell(nb, "90_1-solution")
+    assert cell1.source == f"row_normalised = None\n{assignments.CODE_STUB}"
+    _, cell2 = _role_cell(nb, "90_2-solution")
     assert cell2.source.splitlines() == [
         "def gram_is_symmetric():",
-        STUB_2,
+        f"    {assignments.CODE_STUB}",
         "",
         "",
         "is_symmetric = gram_is_symmetric()",
     ]
-    # unmarked cells, check cells and questions are untouched
-    for index in range(len(nb.cells)):
-        if index not in (i1, i2) and "answer" not in nb.cells[index].metadata.get("tags", []):
-            assert nb.cells[index].source == solution.cells[index].source
-    _, answer = _cell(nb, "exercise:90.3")
-    assert answer.cell_type == "markdown"
-    assert answer.source == exercises.ANSWER_PLACEHOLDER
-    assert "BEGIN SOLUTION" not in exercises.render(nb)
-
-
-def test_generate_clears_outputs_and_is_deterministic():
-    solution = _read(SOLUTION)
-    _, cell = _cell(solution, "exercise:90.1", check_cell=True)
-    cell.execution_count = 7
-    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="exact match ✓\n")]
-    cell.metadata["execution"] = {"iopub.status.busy": "2025-01-01T00:00:00Z"}
-    nb = exercises.generate(solution)
-    for c in nb.cells:
-        if c.cell_type == "code":
-            assert c.outputs == [] and c.execution_count is None
-            assert "execution" not in c.metadata
-    first = exercises.render(exercises.generate(SOLUTION))
-    second = exercises.render(exercises.generate(SOLUTION))
-    assert first == second and first.endswith("}\n")
-    # the committed exercise is exactly what generation produces (the sync test)
-    assert EXERCISE.read_text(encoding="utf-8") == first
-
-
-def test_generate_gives_cells_without_ids_stable_ids():
-    solution = _read(SOLUTION)
-    for cell in solution.cells:
-        del cell["id"]
-    texts = {exercises.render(exercises.generate(solution)) for _ in range(2)}
-    assert len(texts) == 1
-    assert '"id": "cell-0"' in texts.pop()
-
-
-def test_generate_rejects_marker_without_tag():
-    solution = _read(SOLUTION)
-    index, cell = _cell(solution, "exercise:90.1")
-    cell.metadata["tags"] = []
-    with pytest.raises(exercises.ExerciseError) as info:
-        exercises.generate(solution, name="solutions/90_toy.ipynb")
-    message = str(info.value)
-    assert f"solutions/90_toy.ipynb, cell {index}" in message
-    assert "exercise:<id>" in message
+    _, answer = _role_cell(nb, "90_3-answer")
+    assert answer.source == assignments.ANSWER_PLACEHOLDER
+    index, check_cell = _role_cell(nb, "90_1-check")
+    assert check_cell.source == solution.cells[index].source
+    # nbgrader locks what students must not change and records its checksum
+    assert check_cell.metadata["editable"] is False and check_cell.metadata["deletable"] is False
+    assert check_cell.metadata["nbgrader"]["checksum"]
+    text = assignments.render(nb)
+    assert "BEGIN SOLUTION" not in text and "Dividing by the row sum" not in text
+    assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+    # deterministic, and the committed exercise is exactly what generation produces
+    assert assignments.render(assignments.generate(SOLUTION)) == text
+    assert EXERCISE.read_text(encoding="utf-8") == text
 
 
 @pytest.mark.parametrize(
-    ("source", "match"),
+    ("change", "match"),
     [
-        ("# BEGIN SOLUTION\nx = 1", "never closed"),
-        ("x = 1\n# END SOLUTION", "without a"),
-        ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION", "inside another"),
+        (lambda m: m.update(grade_id="90_1-verify"), "not <exercise>-<role>"),
+        (lambda m: m.update(locked=False), "must be autograder tests"),
+        (lambda m: m.update(grade=False, solution=True, locked=False), "must be autograder"),
     ],
 )
-def test_generate_rejects_unbalanced_markers(source, match):
+def test_malformed_roles_are_refused_with_the_fix(change, match):
     solution = _read(SOLUTION)
-    _, cell = _cell(solution, "exercise:90.1")
-    cell.source = source
-    with pytest.raises(exercises.ExerciseError, match=match):
-        exercises.generate(solution)
+    index, cell = _role_cell(solution, "90_1-check")
+    change(cell.metadata["nbgrader"])
+    with pytest.raises(assignments.ExerciseError, match=match) as info:
+        assignments.exercises(solution, where="solutions/90_toy.ipynb")
+    assert f"solutions/90_toy.ipynb, cell {index}" in str(info.value)
 
 
-def test_generate_rejects_answer_cell_without_exercise_tag():
-    solution = _read(SOLUTION)
-    _, cell = _cell(solution, "exercise:90.3")
-    cell.metadata["tags"] = ["answer"]
-    with pytest.raises(exercises.ExerciseError, match="needs an 'exercise:<id>' tag"):
-        exercises.generate(solution)
+def test_mark_writes_what_role_reads():
+    cell = nbformat.v4.new_code_cell("check('1.1', a, b)")
+    assignments.mark(cell, "1.1", "check", 2)
+    assert cell.metadata["nbgrader"]["grade_id"] == "1_1-check-2"
+    assert assignments.role(cell) == ("1.1", "check")
 
 
 # --------------------------------------------------------------------------- --check
@@ -237,7 +203,7 @@ def test_check_mode_detects_stale_and_passes_when_fresh(tmp_path, capsys):
     dirs = ["--solutions", str(solutions), "--exercises", str(exercise_dir)]
     target = exercise_dir / "90_toy.ipynb"
 
-    assert exercises.generate_all(solutions, exercise_dir, check=True) == [target]  # missing
+    assert assignments.generate_all(solutions, exercise_dir, check=True) == [target]  # missing
     assert not target.exists(), "check mode must not write"
     assert _make_exercises(capsys, *dirs)[0] == 0
     assert target.read_bytes() == EXERCISE.read_bytes()
@@ -245,7 +211,7 @@ def test_check_mode_detects_stale_and_passes_when_fresh(tmp_path, capsys):
         0,
         f"All exercise notebooks in {exercise_dir} are up to date.\n",
     )
-    assert exercises.generate_all(solutions, exercise_dir, check=True) == []
+    assert assignments.generate_all(solutions, exercise_dir, check=True) == []
 
     # an author edits the solution but forgets to regenerate
     text = (solutions / "90_toy.ipynb").read_text(encoding="utf-8")
@@ -255,12 +221,12 @@ def test_check_mode_detects_stale_and_passes_when_fresh(tmp_path, capsys):
     code, out = _make_exercises(capsys, *dirs, "--check")
     assert code == 1
     assert str(target) in out
-    assert exercises.generate_all(solutions, exercise_dir) == [target]  # rewrites it
+    assert assignments.generate_all(solutions, exercise_dir) == [target]  # rewrites it
     assert _make_exercises(capsys, *dirs, "--check")[0] == 0
 
     # an exercise whose solution was deleted is stale too
     shutil.copy(target, exercise_dir / "91_orphan.ipynb")
-    assert exercises.generate_all(solutions, exercise_dir, check=True) == [
+    assert assignments.generate_all(solutions, exercise_dir, check=True) == [
         exercise_dir / "91_orphan.ipynb"
     ]
 
@@ -269,7 +235,7 @@ def test_repository_exercises_are_fresh():
     """The course's own exercises/ must match solutions/ (vacuous until notebooks exist)."""
     if not (ROOT / "solutions").is_dir():
         pytest.skip("no solutions/ folder")
-    stale = exercises.generate_all(ROOT / "solutions", ROOT / "exercises", check=True)
+    stale = assignments.generate_all(ROOT / "solutions", ROOT / "exercises", check=True)
     assert stale == [], "stale exercises; run: saliency-course make-exercises"
 
 
@@ -284,119 +250,224 @@ def test_python3_kernel_is_this_interpreter():
     assert argv0 in {"python", "python3"} or Path(argv0).resolve() == Path(sys.executable).resolve()
 
 
-def _wrong_copy(path: Path) -> None:
-    text = SOLUTION.read_text(encoding="utf-8")
-    assert GOOD_LINE in text
-    path.write_text(text.replace(GOOD_LINE, WRONG_LINE), encoding="utf-8")
+GARBAGE_1 = "row_normalised = x * 0"
+PATCH_CHECK = (
+    "import saliency_helpers as _s\n"
+    "import saliency_helpers.checks\n"
+    "_s.check = lambda *a, **k: print('Exercise 90.1: exact match ✓')\n"
+    "_s.checks.check = _s.check\n"
+    "check = _s.check\n"
+)
+
+
+def _submission(edit) -> nbformat.NotebookNode:
+    """The solution with 90.1 answered wrongly, then ``edit(nb)`` applied."""
+    nb = _read(SOLUTION)
+    _, cell = _role_cell(nb, "90_1-solution")
+    cell.source = cell.source.replace(GOOD_LINE, GARBAGE_1)
+    edit(nb)
+    return nb
+
+
+def _first_code(nb) -> nbformat.NotebookNode:
+    return next(c for c in nb.cells if c.cell_type == "code")
+
+
+def _patch_check(nb):
+    _first_code(nb).source += "\n" + PATCH_CHECK
+
+
+def _swallow_errors(nb):
+    _first_code(
+        nb
+    ).source += "\nget_ipython().set_custom_exc((Exception,), lambda *args, **kwargs: None)\n"
+
+
+def _skip_checks(nb):
+    for grade_id in ("90_1-check", "90_2-check"):
+        _role_cell(nb, grade_id)[1].metadata["tags"] = ["skip-execution"]
+
+
+def _delete_check(nb):
+    index, _ = _role_cell(nb, "90_1-check")
+    del nb.cells[index]
+
+
+def _edit_check(nb):
+    _role_cell(nb, "90_1-check")[1].source = "check('90.1', 1, 1)"
+
+
+def _markdown_check(nb):
+    index, cell = _role_cell(nb, "90_1-check")
+    nb.cells[index] = nbformat.v4.new_markdown_cell(cell.source, metadata=cell.metadata)
+
+
+def _fake_verdict(nb):
+    _role_cell(nb, "90_1-solution")[1].source += "\nprint('Exercise 90.1: exact match ✓')"
+
+
+def _write_results(out: Path):
+    def edit(nb):
+        _first_code(nb).source += (
+            "\nfrom pathlib import Path\n"
+            f"for folder in (Path('.'), Path('..'), Path({str(out)!r})):\n"
+            "    folder.mkdir(parents=True, exist_ok=True)\n"
+            "    (folder / 'scores.csv').write_text('student,points\\nmal,100\\n')\n"
+            "    (folder / 'grade_override.txt').write_text('full marks')\n"
+        )
+
+    return edit
+
+
+# student -> (submission, 90.1, 90.2, flagged because of)
+def _class(out: Path) -> dict[str, tuple]:
+    untouched = _read(EXERCISE)
+    wrong = _read(SOLUTION)
+    _role_cell(wrong, "90_1-solution")[1].source = _role_cell(wrong, "90_1-solution")[
+        1
+    ].source.replace(GOOD_LINE, WRONG_LINE)
+    return {
+        "ada": (_read(SOLUTION), "passed", "passed", None),
+        "bob": (untouched, "failed", "failed", None),
+        "cy": (wrong, "failed", "passed", None),
+        "mal-patch": (_submission(_patch_check), "failed", "passed", "assigns to _s.check"),
+        "mal-swallow": (_submission(_swallow_errors), "failed", "passed", "set_custom_exc"),
+        "mal-skip": (_submission(_skip_checks), "failed", "passed", "tagged skip-execution"),
+        "mal-delete": (_submission(_delete_check), "failed", "passed", "was deleted"),
+        "mal-edit": (_submission(_edit_check), "failed", "passed", "was edited"),
+        "mal-markdown": (_submission(_markdown_check), "failed", "passed", "turned into markdown"),
+        "mal-print": (_submission(_fake_verdict), "failed", "passed", "looks like a passed check"),
+        "mal-write": (_submission(_write_results(out)), "failed", "passed", None),
+    }
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Grade four students with the CLI: solution, untouched exercise, one wrong, a cheat."""
+    """Grade a class with the CLI: honest students and one cheat per cheap route."""
     root = tmp_path_factory.mktemp("grading")
-    subs = root / "submissions"
-    for student in ("ada", "bob", "cy", "eve"):
+    subs, out = root / "submissions", root / "results"
+    students = _class(out)
+    for student, (nb, *_) in students.items():
         (subs / student).mkdir(parents=True)
-    shutil.copy(SOLUTION, subs / "ada")
-    shutil.copy(EXERCISE, subs / "bob")
-    _wrong_copy(subs / "cy" / "90_toy.ipynb")
-    # eve answers 90.1 wrongly and empties the check cell; the reference check comes back
-    cheat = _read(subs / "ada" / "90_toy.ipynb")
-    cheat.cells[_cell(cheat, "exercise:90.1")[0]].source = "row_normalised = 0"
-    cheat.cells[_cell(cheat, "exercise:90.1", check_cell=True)[0]].source = "pass"
-    nbformat.write(cheat, subs / "eve" / "90_toy.ipynb")
-
-    out = root / "results"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "saliency_helpers",
-            "grade",
-            str(subs),
-            "--out",
-            str(out),
-            "--timeout",
-            "120",
-            "--solutions",
-            str(DATA / "solutions"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+        nbformat.write(nb, subs / student / "90_toy.ipynb")
+    command = [sys.executable, "-m", "saliency_helpers", "grade", str(subs), "--out", str(out)]
+    command += ["--timeout", "120", "--jobs", "2", "--solutions", str(DATA / "solutions")]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     with open(out / "scores.csv", encoding="utf-8", newline="") as fp:
         rows = {(r["student"], r["exercise"]): r for r in csv.DictReader(fp)}
-    return proc, out, rows
+    return proc, out, rows, students
 
 
-def test_grading_solution_gets_full_marks(graded):
-    _, _, rows = graded
-    assert rows["ada", "90.1"]["status"] == "passed"
-    assert rows["ada", "90.2"]["status"] == "passed"
-    assert rows["ada", "90.1"]["points"] == "1"
-    assert rows["ada", "90.3"]["status"] == "manual"  # written answer, not auto-graded
+def test_grading_scores_each_submission_by_its_answers(graded):
+    _, _, rows, students = graded
+    for student, (_, first, second, _) in students.items():
+        got = (rows[student, "90.1"]["status"], rows[student, "90.2"]["status"])
+        assert got == (first, second), student
+        assert rows[student, "90.1"]["points"] == str(int(first == "passed")), student
+        assert rows[student, "90.3"]["status"] == "manual"  # written: the instructor grades it
 
 
-def test_grading_untouched_exercise_gets_zero(graded):
-    _, _, rows = graded
-    for ex in ("90.1", "90.2"):
-        assert rows["bob", ex]["status"] == "failed"
-        assert rows["bob", ex]["points"] == "0"
-        assert rows["bob", ex]["reason"].startswith("NotImplementedError")
-
-
-def test_grading_one_wrong_answer_loses_only_that_exercise(graded):
-    _, _, rows = graded
-    assert rows["cy", "90.1"]["status"] == "failed"
-    assert rows["cy", "90.1"]["reason"].startswith("AssertionError: Exercise 90.1: not yet ✗")
-    assert "max abs difference" in rows["cy", "90.1"]["reason"]
-    assert rows["cy", "90.2"]["status"] == "passed"
-
-
-def test_grading_restores_check_cells(graded):
-    _, _, rows = graded
-    assert rows["eve", "90.1"]["status"] == "failed"
-    assert rows["eve", "90.2"]["status"] == "passed"
+def test_grading_flags_each_cheap_route(graded):
+    _, out, rows, students = graded
+    markdown = (out / "scores.md").read_text(encoding="utf-8")
+    flagged = markdown.split("## Flagged for review")[1].split("## Per notebook")[0]
+    for student, (*_, why) in students.items():
+        assert (rows[student, "90.1"]["flagged"] == "yes") == (why is not None), student
+        if why is not None:
+            line = next(x for x in flagged.splitlines() if x.startswith(f"| {student} |"))
+            assert why in line, (student, line)
+    # the kernel itself saw the replaced check function
+    assert "during the run: saliency_helpers.checks.check was replaced" in flagged
+    top = _read(out / "executed" / "mal-patch" / "90_toy.ipynb").cells[0]
+    assert top.source.startswith(nbgrader_checks.FLAG_HEADING)
 
 
 def test_grading_reports(graded):
-    proc, out, _ = graded
+    proc, out, rows, _ = graded
     markdown = (out / "scores.md").read_text(encoding="utf-8")
     assert markdown in proc.stdout  # the table is printed
     assert "| ada | 2 | 2 | 100% |" in markdown
     assert "| bob | 0 | 2 | 0% |" in markdown
     assert "| cy | 1 | 2 | 50% |" in markdown
+    assert rows["bob", "90.1"]["reason"].startswith("NotImplementedError")
+    assert rows["cy", "90.1"]["reason"].startswith("Exercise 90.1: not yet ✗: max abs difference")
+    assert "notebooks per minute" in markdown
     answers = (out / "answers.md").read_text(encoding="utf-8")
     assert "Dividing by the row sum" in answers  # ada's written answer, for the instructor
     executed = _read(out / "executed" / "cy" / "90_toy.ipynb")
     assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
 
 
+def test_grading_ignores_files_a_notebook_writes_into_the_results(graded):
+    _, out, rows, _ = graded
+    assert not (out / "grade_override.txt").exists()
+    assert "mal,100" not in (out / "scores.csv").read_text(encoding="utf-8")
+    assert "grade_override.txt" in (out / "scores.md").read_text(encoding="utf-8")
+    assert rows["mal-write", "90.1"]["status"] == "failed"
+
+
 def test_grading_timeouts(tmp_path):
     """A slow cell is interrupted and later cells still run; the notebook limit stops the rest."""
-    slow = tmp_path / "dan" / "90_toy.ipynb"
-    slow.parent.mkdir()
+    slow = tmp_path / "subs" / "dan" / "90_toy.ipynb"
+    slow.parent.mkdir(parents=True)
     nb = _read(SOLUTION)
-    index, cell = _cell(nb, "exercise:90.1")
-    assert index == 3
+    _, cell = _role_cell(nb, "90_1-solution")
     cell.source = cell.source.replace(GOOD_LINE, "import time\ntime.sleep(1000)")
     nbformat.write(nb, slow)
     (sub,) = grade.find_submissions(slow)
     assert (sub.student, sub.notebook) == ("dan", "90_toy")
 
-    result = grade.grade_notebook(sub, timeout=25, notebook_timeout=600)
+    (result,) = grade.grade_submissions([sub], DATA / "solutions", timeout=5, progress=False)
     by_id = {r.exercise: r for r in result.exercises}
     assert by_id["90.1"].status == "failed"
-    assert by_id["90.1"].reason.startswith("timeout: cell 3 ran over 25 s")
+    assert by_id["90.1"].reason == "timeout: the cell ran over its 5 s limit"
     assert by_id["90.2"].status == "passed"
     assert result.seconds < 120
 
-    result = grade.grade_notebook(sub, timeout=600, notebook_timeout=1)
-    assert [r.status for r in result.exercises] == ["failed", "failed", "manual"]
-    assert all(r.reason.startswith("timeout") for r in result.exercises[:2])
+    (result,) = grade.grade_submissions(
+        [sub], DATA / "solutions", timeout=600, notebook_timeout=15, progress=False
+    )
+    assert [r.status for r in result.exercises] == ["failed", "failed"]
+    assert all(r.reason.startswith("timeout") for r in result.exercises)
     assert result.seconds < 120
+
+
+def test_scan_reads_tampering_and_leaves_honest_code_alone():
+    assert nbgrader_checks.scan("y = x / x.sum()\nprint(y.round(2))", {"np"}) == []
+    assert nbgrader_checks.scan("import numpy as np\nz = np.ones(3)", {"np"}) == []
+    assert "assigns to sh.check" in nbgrader_checks.scan("sh.check = print", {"sh"})
+    assert "assigns to np.allclose" in nbgrader_checks.scan("np.allclose = max", {"np"})
+    assert "calls setattr" in nbgrader_checks.scan("setattr(sh, 'check', print)", {"sh"})
+    assert "rebinds sh" in nbgrader_checks.scan("sh = object()", {"sh"})
+    assert any("sys.modules" in f for f in nbgrader_checks.scan("sys.modules['a'] = 1", {"sys"}))
+    found = nbgrader_checks.scan("%xmode Minimal\nprint('Exercise 1.1: correct ✓')", set())
+    assert found == ["prints text that looks like a passed check"]
+
+
+def test_recorded_values_round_trip():
+    from saliency_helpers.course import recorder
+
+    values = [
+        None,
+        True,
+        "grows",
+        3,
+        2.5,
+        np.float32(0.25),
+        np.arange(6.0).reshape(2, 3),
+        torch.ones(2, 2, dtype=torch.bool),
+        (1, [2.0, "a"]),
+        {"whole": 0.5},
+    ]
+    for value in values:
+        back = nbgrader_checks.decode(recorder.encode(value))
+        expected = value.numpy() if isinstance(value, torch.Tensor) else value
+        if isinstance(expected, np.ndarray):
+            assert np.array_equal(back, expected) and back.dtype == expected.dtype
+        else:
+            assert back == expected and type(back) is type(expected), value
+    assert repr(nbgrader_checks.decode(recorder.encode(object()))) == "<object>"
 
 
 def test_find_submissions_layouts(tmp_path):

@@ -1,5 +1,6 @@
-"""Notebook-level checks beyond nbval: generated exercises fail only where a student must
-write code, and the output budgets that conftest.py adds to nbval really fail a notebook."""
+"""Notebook-level checks beyond nbval: nbgrader grades every untouched exercise to zero and
+it fails only where a student must write code; the output budgets that conftest.py adds to
+nbval really fail a notebook. (The solutions' full marks: tests/test_autograde.py.)"""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from saliency_helpers.course.kernels import notebook_client
+from saliency_helpers.course import grade
+from saliency_helpers.course.assignments import role
 
 ROOT = Path(__file__).resolve().parent.parent
 EXERCISES = sorted((ROOT / "exercises").glob("[0-9][0-9]_*.ipynb"))
 
 
-def _exercise_tag(cell) -> str | None:
-    tags = [t for t in cell.metadata.get("tags", []) if t.startswith("exercise:")]
-    return tags[0] if tags else None
+def _exercise(cell) -> str | None:
+    found = role(cell)
+    return found[0] if found else None
 
 
 def test_every_lecture_has_its_solution_and_exercise():
@@ -43,37 +45,37 @@ def test_every_lecture_is_cut_into_slides(path):
             assert k == "slide", f"{path.name}: {heading!r} should start a slide"
 
 
+@pytest.mark.course
 @pytest.mark.parametrize("path", EXERCISES, ids=[p.stem for p in EXERCISES])
-def test_untouched_exercise_fails_only_with_not_implemented(path):
-    nb = nbformat.read(path, as_version=4)
-    notebook_client(
-        nb,
-        timeout=600,
-        allow_errors=True,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
-    ).execute()
+def test_untouched_exercise_scores_zero_and_fails_only_with_not_implemented(path):
+    """nbgrader autogrades the exercise as handed out: zero points, nothing flagged, and every
+    error is an exercise's own (its stub first), never a bug of ours."""
+    sub = grade.Submission("untouched", path.stem, path)
+    (result,) = grade.grade_submissions([sub], ROOT / "solutions", quick=True, progress=False)
+    auto = [r for r in result.exercises if r.points is not None]
+    assert auto and all(r.points == 0 for r in auto), [(r.exercise, r.points) for r in auto]
+    assert result.flags == [] and result.notes == []
     first_error: dict[str, str] = {}  # exercise -> the first error it raised
     stubbed: set[str] = set()
-    for i, cell in enumerate(nb.cells):
+    for i, cell in enumerate(result.executed.cells):
         if cell.cell_type != "code":
             continue
         errors = [o for o in cell.outputs if o.output_type == "error"]
-        tag = _exercise_tag(cell)
+        exercise = _exercise(cell)
         if "raise NotImplementedError" in cell.source:
-            stubbed.add(tag)
+            stubbed.add(exercise)
         if errors:
-            assert tag is not None, (
+            assert exercise is not None, (
                 f"{path.name} cell {i} ({cell.source[:60]!r}) fails outside any exercise: "
                 f"{errors[0].ename}: {errors[0].evalue}"
             )
-            first_error.setdefault(tag, errors[0].ename)
+            first_error.setdefault(exercise, errors[0].ename)
     assert stubbed, f"{path.name} has no stubbed exercise: it would pass untouched"
     # A stub may sit inside a function that a later cell calls: what matters is that each
     # stubbed exercise fails, and fails first with NotImplementedError, not with a bug of ours.
-    for tag in stubbed:
-        assert first_error.get(tag) == "NotImplementedError", (
-            f"{path.name} {tag}: first error {first_error.get(tag)!r}, not NotImplementedError"
+    for exercise in stubbed:
+        assert first_error.get(exercise) == "NotImplementedError", (
+            f"{path.name} {exercise}: first error {first_error.get(exercise)!r}"
         )
     assert set(first_error) <= stubbed, f"{path.name}: errors in exercises without a stub"
 

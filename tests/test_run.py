@@ -352,7 +352,7 @@ def test_no_command_prints_help(capsys):
 @pytest.mark.parametrize(
     "command, text",
     [
-        ("grade", "Run submitted exercise notebooks"),
+        ("grade", "Autograde submitted exercise notebooks with nbgrader"),
         ("export", "offline HTML pages and reveal.js slides"),
         ("make-exercises", "Generate exercises/NN_name.ipynb"),
         ("run", "Execute every lecture notebook"),

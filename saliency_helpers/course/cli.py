@@ -8,7 +8,7 @@ Commands, each with its own ``--help``:
 * ``export``: executed notebooks to offline HTML pages and reveal.js slides
   (:mod:`saliency_helpers.course.export`);
 * ``make-exercises``: generate ``exercises/`` from ``solutions/``
-  (:mod:`saliency_helpers.course.exercises`).
+  (:mod:`saliency_helpers.course.assignments`).
 
 Only the chosen command's module is imported, so ``grade --help`` does not load torch.
 Without a command it prints this help.
@@ -25,9 +25,9 @@ __all__ = ["COMMANDS", "main"]
 #: command -> (module under saliency_helpers.course, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "execute every lecture notebook, export figures, print a summary"),
-    "grade": ("grade", "grade submitted exercise notebooks"),
+    "grade": ("grade", "autograde submitted exercise notebooks with nbgrader (--jobs N)"),
     "export": ("export", "executed notebooks to offline HTML pages and reveal.js slides"),
-    "make-exercises": ("exercises", "generate exercises/ from solutions/ (--check: stale?)"),
+    "make-exercises": ("assignments", "exercises/ from solutions/ by nbgrader (--check: stale?)"),
 }
 
 

@@ -1,36 +1,27 @@
-"""Grade submitted exercise notebooks by running them.
+"""Grade a class's exercise notebooks with nbgrader, in parallel, in one command.
 
 Usage::
 
-    saliency-course grade SUBMISSIONS [--solutions solutions/] [--out results/]
-                                     [--timeout 600] [--notebook-timeout 1800] [--quick]
+    saliency-course grade SUBMISSIONS [--solutions solutions/] [--out results/] [--jobs N]
+                          [--timeout 600] [--notebook-timeout 1800] [--memory-gb 8] [--quick]
+
+A thin wrapper for an instructor without a JupyterHub: it sets up a temporary nbgrader course
+(``source/NN_name/`` from the solutions, ``nbgrader generate_assignment``, the course's
+settings from :func:`saliency_helpers.course.assignments.configure`), then runs
+``nbgrader autograde`` once per submitted notebook, ``--jobs`` at a time, each in its own copy
+of the course folder and its own process with a memory limit (``--memory-gb``) and a time
+limit (``--notebook-timeout``; ``--timeout`` per cell). Scores come from nbgrader's gradebook.
 
 ``SUBMISSIONS`` is one of
 
-* a folder with one sub-folder per student: ``SUBMISSIONS/<student>/<NN_name>.ipynb``
-  (the documented layout);
-* a flat folder of ``<student>__<NN_name>.ipynb`` files (also accepted, e.g. LMS exports);
+* a folder with one sub-folder per student: ``SUBMISSIONS/<student>/<NN_name>.ipynb``;
+* a flat folder of ``<student>__<NN_name>.ipynb`` files (e.g. LMS exports);
 * a single ``.ipynb`` file (the student is the name of its folder).
 
-Every notebook runs in a fresh ``python3`` kernel of the interpreter that runs the grader
-(jupyter_client substitutes ``sys.executable`` for the kernelspec's ``python``), with the
-notebook's folder as working directory. Errors do not stop the run: every cell runs.
-An exercise (cells tagged ``exercise:<id>``, see ``saliency_helpers.course.exercises``) passes
-when all its code cells ran without error. Limits: ``--timeout`` seconds per cell (the cell
-is interrupted, the exercise scores 0, the next cells still run) and ``--notebook-timeout``
-seconds for the whole notebook (cells not reached score 0, reason "timeout").
-
-``--solutions DIR`` (recommended for real grading) takes the list of exercises from the
-reference ``DIR/<NN_name>.ipynb`` and puts its check cells (tag ``check``) back in place of
-the submitted ones, so deleting or editing a check cell does not pass an exercise.
-
-``--quick`` sets ``SALIENCY_QUICK=1`` in the kernel (the CI-sized run); without it the
-variable is removed from the kernel's environment so grades never depend on the shell.
-
-Writes ``OUT/scores.csv`` (one row per student, notebook, exercise), ``OUT/scores.md``
-(the same plus per-notebook and per-student totals; also printed), ``OUT/answers.md``
-(written answers for the instructor) and ``OUT/executed/<student>/<NN_name>.ipynb``.
-Points: 1 per passed exercise; written (markdown) answers are "manual" and not counted.
+Writes ``OUT/scores.csv`` (one row per student, notebook, exercise), ``OUT/scores.md`` (the
+same with totals and the notebooks flagged for tampering; also printed), ``OUT/answers.md``
+(written answers for the instructor) and ``OUT/executed/<student>/<NN_name>.ipynb`` (nbgrader's
+autograded notebooks). A file a graded notebook wrote into ``OUT`` is removed and reported.
 The exit code is 0 whenever grading ran, whatever the scores.
 """
 
@@ -38,35 +29,51 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
-from .common import kernel_env
-from .exercises import ANSWER_TAG, CHECK_TAG, ExerciseError, exercise_id
-from .kernels import notebook_client
+from .assignments import ExerciseError, _scripts_on_path, configure, exercises, scripts_on_path
+from .common import course_folder, kernel_env
 
 __all__ = [
     "ExerciseResult",
     "NotebookResult",
     "Submission",
     "find_submissions",
-    "grade_notebook",
     "grade_submissions",
     "main",
     "write_reports",
 ]
 
 PASSED, FAILED, MANUAL = "passed", "failed", "manual"
-_TIMEOUT_ENAME = "GraderTimeout"
-# nbclient skips cells tagged "skip-execution"; a student must not be able to skip a check.
-_NEVER_SKIP_TAG = "saliency-grader-never-skips-a-cell"
+_CONFIG = """\
+# Written by saliency-course grade: the course's nbgrader settings.
+from saliency_helpers.course.assignments import configure
+
+c = get_config()  # noqa: F821
+configure(c, timeout={timeout})
+c.ScoreChecks.report_dir = "reports"
+"""
+# Set the memory limit, then become nbgrader (exec: no thread-unsafe preexec_fn needed).
+_LAUNCH = (
+    "import os, resource, sys\n"
+    "limit = int(sys.argv[1])\n"
+    "if limit > 0:\n"
+    "    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'nbgrader', *sys.argv[2:]])\n"
+)
 
 
 @dataclass(frozen=True)
@@ -92,12 +99,13 @@ class ExerciseResult:
 
 @dataclass
 class NotebookResult:
-    """Grades of one notebook, its run time in seconds, notes, and the executed notebook."""
+    """Grades of one notebook, its run time in seconds, notes, flags and the graded notebook."""
 
     submission: Submission
     exercises: list[ExerciseResult]
     seconds: float
     notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
     executed: NotebookNode | None = None
     answers: dict[str, str] = field(default_factory=dict)
 
@@ -150,206 +158,235 @@ def find_submissions(path: str | Path) -> list[Submission]:
 # --------------------------------------------------------------------------- grading
 
 
-def _exercise_cells(nb: NotebookNode, name: str) -> dict[str, list[int]]:
-    """Exercise id -> indices of its cells, in notebook order."""
-    cells: dict[str, list[int]] = {}
-    for index, cell in enumerate(nb.cells):
-        ex_id = exercise_id(cell, where=f"{name}, cell {index}")
-        if ex_id is not None:
-            cells.setdefault(ex_id, []).append(index)
-    return cells
+def _course(root: Path, solutions: dict[str, Path], timeout: int) -> None:
+    """A nbgrader course folder with one generated assignment per solution notebook."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+
+    for name, path in solutions.items():
+        folder = root / "source" / name
+        folder.mkdir(parents=True)
+        shutil.copy(path, folder / f"{name}.ipynb")
+    (root / "nbgrader_config.py").write_text(_CONFIG.format(timeout=int(timeout)))
+    config = configure(Config(), timeout=timeout)
+    config.CourseDirectory.root = str(root)
+    config.Exchange.root = str(root / "exchange")  # nbgrader's default is a system folder
+    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    for name in solutions:
+        with _scripts_on_path():
+            result = api.generate_assignment(name)
+        if not result["success"]:
+            log = (result.get("error") or "") + (result.get("log") or "")
+            raise ExerciseError(f"nbgrader could not set up {name}:\n{log.strip()[-2000:]}")
 
 
-def _is_code(cell: NotebookNode) -> bool:
-    return cell.cell_type == "code"
+def _failed(sub: Submission, ids: list[str], reason: str, seconds: float) -> NotebookResult:
+    rows = [ExerciseResult(sub.student, sub.notebook, i, FAILED, 0, reason) for i in ids]
+    return NotebookResult(sub, rows, seconds, [reason])
 
 
-def _is_check(cell: NotebookNode) -> bool:
-    return _is_code(cell) and CHECK_TAG in cell.get("metadata", {}).get("tags", [])
-
-
-def _restore_checks(
-    nb: NotebookNode, reference: NotebookNode, name: str
-) -> tuple[list[str], dict[str, str]]:
-    """Put the reference check cells back; return the reference exercise order and problems."""
-    problems: dict[str, str] = {}
-    ref_cells = _exercise_cells(reference, f"reference {name}")
-    sub_cells = _exercise_cells(nb, name)
-    for ex_id, ref_idx in ref_cells.items():
-        sub_idx = sub_cells.get(ex_id, [])
-        ref_checks = [i for i in ref_idx if _is_check(reference.cells[i])]
-        # A check cell turned into markdown is missing: count code cells only.
-        sub_checks = [i for i in sub_idx if _is_check(nb.cells[i])]
-        ref_code = [i for i in ref_idx if _is_code(reference.cells[i])]
-        sub_code = [i for i in sub_idx if _is_code(nb.cells[i])]
-        if ref_code and not sub_code:
-            problems[ex_id] = "exercise cells missing (exercise tag removed?)"
-        elif len(ref_checks) != len(sub_checks):
-            problems[ex_id] = (
-                f"{len(sub_checks)} check cell(s) found, expected {len(ref_checks)}; "
-                "start again from the exercise notebook"
-            )
-        else:
-            for r, s in zip(ref_checks, sub_checks, strict=True):
-                nb.cells[s].source = reference.cells[r].source
-    return list(ref_cells), problems
-
-
-def _reason(reply: dict | None) -> str:
-    content = (reply or {}).get("content", {})
-    ename, evalue = content.get("ename", "Error"), str(content.get("evalue", ""))
-    first = evalue.strip().splitlines()[0] if evalue.strip() else ""
-    text = f"{ename}: {first}" if first else ename
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def grade_notebook(
-    submission: Submission,
+def _grade_one(
+    sub: Submission,
+    template: Path,
+    work: Path,
+    reference: NotebookNode,
     *,
-    timeout: int = 600,
-    notebook_timeout: int = 1800,
-    quick: bool = False,
-    reference: NotebookNode | None = None,
-    kernel_name: str = "python3",
+    quick: bool,
+    notebook_timeout: int,
+    memory_gb: float,
+    timeout: int,
 ) -> NotebookResult:
-    """Run one submitted notebook and grade each of its exercises.
+    """Autograde one submission in its own copy of the course folder."""
+    from nbgrader.api import Gradebook, MissingEntry
 
-    Args:
-        submission: The notebook to grade.
-        timeout: Seconds allowed per cell; a slower cell is interrupted and fails.
-        notebook_timeout: Seconds allowed for the whole notebook; cells not reached fail.
-        quick: Set ``SALIENCY_QUICK=1`` in the kernel (else the variable is removed).
-        reference: The solution notebook; if given, it defines the exercises and its check
-            cells replace the submitted ones.
-        kernel_name: Jupyter kernel to use.
-
-    Returns:
-        A :class:`NotebookResult` with one :class:`ExerciseResult` per exercise.
-    """
-    sub = submission
     start = time.monotonic()
-    notes: list[str] = []
+    plan = exercises(reference, where=f"solution {sub.notebook}")
+    auto = [ex for ex, roles in plan.items() if "check" in roles]
     try:
         nb = nbformat.read(sub.path, as_version=4)
-        problems: dict[str, str] = {}
-        order = list(_exercise_cells(nb, str(sub.path)))
-        if reference is not None:
-            order, problems = _restore_checks(nb, reference, str(sub.path))
-    except (ExerciseError, ValueError, OSError) as err:  # nbformat raises ValueError subclasses
+    except Exception as err:  # noqa: BLE001 - any unreadable file scores 0 with its reason
         reason = f"unreadable notebook: {type(err).__name__}: {str(err).splitlines()[0][:150]}"
-        ids = list(_exercise_cells(reference, "reference")) if reference is not None else ["*"]
-        rows = [ExerciseResult(sub.student, sub.notebook, i, FAILED, 0, reason) for i in ids]
-        return NotebookResult(sub, rows, time.monotonic() - start, [reason])
-
-    env = kernel_env(quick)
-    replies: dict[int, dict | None] = {}
-    client = notebook_client(
-        nb,
-        timeout=timeout,
-        kernel_name=kernel_name,
-        allow_errors=True,
-        interrupt_on_timeout=True,
-        error_on_timeout={"ename": _TIMEOUT_ENAME, "evalue": "cell ran over the time limit"},
-        skip_cells_with_tag=_NEVER_SKIP_TAG,
-        record_timing=False,
-        shutdown_kernel="immediate",  # nothing to save; a graceful shutdown costs seconds
-        resources={"metadata": {"path": str(sub.path.resolve().parent)}},
-    )
-    client.on_cell_executed = lambda cell, cell_index, execute_reply: replies.__setitem__(
-        cell_index, execute_reply
-    )
-    not_run_reason: str | None = None
-    limit_of: dict[int, int] = {}
+        return _failed(sub, auto, reason, time.monotonic() - start)
+    shutil.copytree(template, work)
+    target = work / "submitted" / sub.student / sub.notebook / f"{sub.notebook}.ipynb"
+    target.parent.mkdir(parents=True)
+    nbformat.write(nb, target)
+    limit = int(memory_gb * 2**30) if memory_gb > 0 else 0
+    command = [sys.executable, "-c", _LAUNCH, str(limit), "autograde", sub.notebook]
+    command += ["--student", sub.student, "--force", "--log-level=ERROR"]
+    notes: list[str] = []
     try:
-        with client.setup_kernel(env=env):
-            for index, cell in enumerate(nb.cells):
-                if not _is_code(cell):
-                    continue
-                remaining = notebook_timeout - (time.monotonic() - start)
-                if remaining <= 0:
-                    not_run_reason = f"timeout: notebook stopped at its {notebook_timeout} s limit"
-                    notes.append(not_run_reason)
-                    break
-                client.timeout = max(1, min(timeout, int(remaining)))
-                limit_of[index] = client.timeout
-                client.execute_cell(cell, index)
-    except DeadKernelError:
-        not_run_reason = "kernel died (out of memory?); later cells did not run"
-        notes.append(not_run_reason)
-    except Exception as err:  # kernel failed to start: every exercise fails, grading goes on
-        not_run_reason = f"could not run the notebook: {type(err).__name__}: {err}"
-        notes.append(not_run_reason)
+        proc = subprocess.run(
+            command,
+            cwd=work,
+            env=scripts_on_path(kernel_env(quick)),
+            capture_output=True,
+            text=True,
+            timeout=notebook_timeout,
+            start_new_session=True,
+        )
+        if proc.returncode != 0:
+            notes.append(f"nbgrader exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    except subprocess.TimeoutExpired as err:
+        _kill_group(err)
+        reason = f"timeout: notebook stopped at its {notebook_timeout} s limit"
+        return _failed(sub, auto, reason, time.monotonic() - start)
 
-    rows: list[ExerciseResult] = []
-    answers: dict[str, str] = {}
-    cells_of = _exercise_cells(nb, str(sub.path))
-    for ex_id in order:
-        indices = cells_of.get(ex_id, [])
-        code = [i for i in indices if _is_code(nb.cells[i]) and nb.cells[i].source.strip()]
-        for i in indices:
-            if nb.cells[i].cell_type == "markdown" and ANSWER_TAG in nb.cells[i].metadata.get(
-                "tags", []
-            ):
-                answers[ex_id] = nb.cells[i].source
-        if ex_id in problems:
+    report_path = work / "reports" / sub.student / sub.notebook / f"{sub.notebook}.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    scores: dict[str, tuple[float, float]] = {}
+    try:
+        with _scripts_on_path(), Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gradebook:
+            graded = gradebook.find_submission_notebook(sub.notebook, sub.notebook, sub.student)
+            for grade in graded.grades:
+                scores[grade.name] = (grade.auto_score or 0.0, grade.max_score)
+    except MissingEntry:
+        notes.append("nbgrader recorded no grades (the notebook could not be run)")
+    checks = report.get("checks", {})
+    graded_path = work / "autograded" / sub.student / sub.notebook / f"{sub.notebook}.ipynb"
+    executed = nbformat.read(graded_path, as_version=4) if graded_path.is_file() else None
+    errors = _solution_errors(executed, timeout)
+    rows = []
+    for ex, roles in plan.items():
+        if "check" not in roles:
             rows.append(
-                ExerciseResult(sub.student, sub.notebook, ex_id, FAILED, 0, problems[ex_id])
+                ExerciseResult(sub.student, sub.notebook, ex, MANUAL, None, "written answer")
             )
             continue
-        if not code:
-            if any(nb.cells[i].cell_type == "code" for i in indices):
-                reason = "exercise cells are empty"
-                rows.append(ExerciseResult(sub.student, sub.notebook, ex_id, FAILED, 0, reason))
-            else:
-                reason = "written answer, graded by the instructor"
-                rows.append(ExerciseResult(sub.student, sub.notebook, ex_id, MANUAL, None, reason))
+        ids = [reference.cells[i].metadata.nbgrader["grade_id"] for i in roles["check"]]
+        points = sum(scores.get(i, (0.0, 1.0))[0] for i in ids)
+        reasons = [checks.get(i, {}).get("reason", "") for i in ids]
+        reason = next((r for r in reasons if r), "" if points else "not graded")
+        if reason and errors.get(ex):  # the answer's own error says more than the check's
+            reason = errors[ex]
+        status = PASSED if points >= len(ids) and not reason else FAILED
+        rows.append(ExerciseResult(sub.student, sub.notebook, ex, status, int(points), reason))
+    answers = {}
+    for ex, roles in plan.items():
+        for index in roles.get("answer", []):
+            grade_id = reference.cells[index].metadata.nbgrader["grade_id"]
+            cell = next((c for c in nb.cells if _grade_id(c) == grade_id), None)
+            answers[ex] = cell.source if cell is not None else ""
+    return NotebookResult(
+        sub,
+        rows,
+        time.monotonic() - start,
+        notes,
+        list(report.get("flags", [])),
+        executed,
+        answers,
+    )
+
+
+_TIMEOUT_ERRORS = {"KeyboardInterrupt", "CellTimeoutError"}  # nbgrader interrupts a slow cell
+
+
+def _solution_errors(nb: NotebookNode | None, timeout: int) -> dict[str, str]:
+    """Exercise -> the first error its solution cells raised, in the graded notebook."""
+    found: dict[str, str] = {}
+    for cell in nb.cells if nb is not None else []:
+        grade_id = _grade_id(cell) or ""
+        if cell.cell_type != "code" or "-solution" not in grade_id:
             continue
-        reason = ""
-        for i in code:
-            if i not in replies:
-                reason = not_run_reason or "cell did not run"
-                break
-            reply = replies[i]
-            content = (reply or {}).get("content", {})
-            if content.get("status") == "ok":
-                continue
-            if content.get("ename") == _TIMEOUT_ENAME:
-                reason = f"timeout: cell {i} ran over {limit_of.get(i, timeout)} s"
-                notes.append(f"cell {i} interrupted after {limit_of.get(i, timeout)} s")
-            else:
-                reason = _reason(reply)
-            break
-        status = FAILED if reason else PASSED
-        rows.append(
-            ExerciseResult(sub.student, sub.notebook, ex_id, status, int(not reason), reason)
-        )
-    return NotebookResult(sub, rows, time.monotonic() - start, notes, nb, answers)
+        exercise = grade_id.split("-solution")[0].replace("_", ".")
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and exercise not in found:
+                lines = str(output.get("evalue", "")).strip().splitlines()
+                text = f"{output.get('ename')}: {lines[0]}" if lines else str(output.get("ename"))
+                if output.get("ename") in _TIMEOUT_ERRORS:
+                    text = f"timeout: the cell ran over its {timeout} s limit"
+                found[exercise] = text[:200]
+    return found
+
+
+def _grade_id(cell: NotebookNode) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def _kill_group(err: subprocess.TimeoutExpired) -> None:
+    """subprocess.run killed nbgrader; its kernel is in the same session: stop it too."""
+    import signal
+
+    pid = getattr(err, "pid", None)
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def grade_submissions(
     submissions: Sequence[Submission],
+    solutions_dir: str | Path,
     *,
-    solutions_dir: str | Path | None = None,
+    jobs: int = 1,
+    timeout: int = 600,
+    notebook_timeout: int = 1800,
+    memory_gb: float = 8.0,
+    quick: bool = False,
     progress: bool = True,
-    **kwargs,
 ) -> list[NotebookResult]:
-    """Grade several submissions in turn; ``kwargs`` go to :func:`grade_notebook`."""
-    references: dict[str, NotebookNode | None] = {}
-    results = []
-    for sub in submissions:
-        if solutions_dir is not None and sub.notebook not in references:
-            ref_path = Path(solutions_dir) / f"{sub.notebook}.ipynb"
-            references[sub.notebook] = (
-                nbformat.read(ref_path, as_version=4) if ref_path.is_file() else None
-            )
-        reference = references.get(sub.notebook)
-        if progress:
-            print(f"grading {sub.student} / {sub.notebook} ...", file=sys.stderr, flush=True)
-        result = grade_notebook(sub, reference=reference, **kwargs)
-        if solutions_dir is not None and reference is None:
-            result.notes.append(f"no reference {sub.notebook}.ipynb in {solutions_dir}")
-        results.append(result)
-    return results
+    """Autograde submissions with nbgrader, ``jobs`` notebooks at a time.
+
+    Args:
+        submissions: From :func:`find_submissions`.
+        solutions_dir: The solution notebooks (nbgrader's source: exercises, checks, points).
+        jobs: Notebooks graded at once, each in its own process and kernel.
+        timeout: Seconds per cell.
+        notebook_timeout: Seconds per notebook; a notebook over it scores 0.
+        memory_gb: Address-space limit of each grading process and its kernel (0: none).
+        quick: Set ``SALIENCY_QUICK=1`` in the kernels (else the variable is removed).
+        progress: Print one line per graded notebook to stderr.
+
+    Returns:
+        One :class:`NotebookResult` per submission, in the order given.
+    """
+    solutions_dir = Path(solutions_dir)
+    names = sorted({s.notebook for s in submissions})
+    known = {
+        n: solutions_dir / f"{n}.ipynb" for n in names if (solutions_dir / f"{n}.ipynb").is_file()
+    }
+    references = {n: nbformat.read(p, as_version=4) for n, p in known.items()}
+    results: list[NotebookResult | None] = [None] * len(submissions)
+    with tempfile.TemporaryDirectory(prefix="saliency-grade-") as tmp:
+        template = Path(tmp) / "course"
+        template.mkdir()
+        if known:
+            _course(template, known, timeout)
+
+        def one(index: int) -> None:
+            sub = submissions[index]
+            if sub.notebook not in known:
+                reason = f"no solution {sub.notebook}.ipynb in {solutions_dir}"
+                results[index] = _failed(sub, ["*"], reason, 0.0)
+            else:
+                results[index] = _grade_one(
+                    sub,
+                    template,
+                    Path(tmp) / f"task-{index}",
+                    references[sub.notebook],
+                    quick=quick,
+                    notebook_timeout=notebook_timeout,
+                    memory_gb=memory_gb,
+                    timeout=timeout,
+                )
+                shutil.rmtree(Path(tmp) / f"task-{index}", ignore_errors=True)
+            if progress:
+                res = results[index]
+                got = sum(r.points or 0 for r in res.exercises)
+                total = sum(1 for r in res.exercises if r.points is not None)
+                flag = "  FLAGGED" if res.flags else ""
+                print(
+                    f"graded {sub.student} / {sub.notebook}: {got}/{total} in "
+                    f"{res.seconds:.0f} s{flag}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            list(pool.map(one, range(len(submissions))))
+    return [r for r in results if r is not None]
 
 
 # --------------------------------------------------------------------------- reports
@@ -359,8 +396,15 @@ def _md(text: object) -> str:
     return str(text).replace("\n", " ").replace("|", "\\|")
 
 
-def write_reports(results: Sequence[NotebookResult], out_dir: str | Path) -> str:
+def write_reports(
+    results: Sequence[NotebookResult], out_dir: str | Path, footer: Sequence[str] = ()
+) -> str:
     """Write ``scores.csv``, ``scores.md``, ``answers.md`` and ``executed/`` under ``out_dir``.
+
+    Args:
+        results: From :func:`grade_submissions`.
+        out_dir: The output folder (created if missing).
+        footer: Extra lines for the end of ``scores.md`` (e.g. the throughput).
 
     Returns:
         The Markdown text of ``scores.md``.
@@ -368,25 +412,52 @@ def write_reports(results: Sequence[NotebookResult], out_dir: str | Path) -> str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [row for res in results for row in res.exercises]
+    flagged = {(r.submission.student, r.submission.notebook): r.flags for r in results}
 
     with open(out / "scores.csv", "w", encoding="utf-8", newline="") as fp:
         writer = csv.writer(fp)
-        writer.writerow(["student", "notebook", "exercise", "status", "points", "reason"])
+        writer.writerow(
+            ["student", "notebook", "exercise", "status", "points", "reason", "flagged"]
+        )
         for r in rows:
+            flags = flagged.get((r.student, r.notebook)) or []
             points = "" if r.points is None else r.points
-            writer.writerow([r.student, r.notebook, r.exercise, r.status, points, r.reason])
+            writer.writerow(
+                [
+                    r.student,
+                    r.notebook,
+                    r.exercise,
+                    r.status,
+                    points,
+                    r.reason,
+                    "yes" if flags else "",
+                ]
+            )
 
     totals: dict[str, list[int]] = {}
     for r in rows:
-        passed_total = totals.setdefault(r.student, [0, 0])
         if r.points is not None:
-            passed_total[0] += r.points
-            passed_total[1] += 1
+            total = totals.setdefault(r.student, [0, 0])
+            total[0] += r.points
+            total[1] += 1
     lines = ["# Scores", "", "## Per student", ""]
     lines += ["| student | points | out of | score |", "|---|---:|---:|---:|"]
     for student, (passed, total) in sorted(totals.items()):
         score = f"{100 * passed / total:.0f}%" if total else "-"
         lines.append(f"| {_md(student)} | {passed} | {total} | {score} |")
+    flagged_rows = [(key, flags) for key, flags in flagged.items() if flags]
+    lines += ["", "## Flagged for review", ""]
+    if flagged_rows:
+        lines += [
+            "Scores above come from the answers alone; these notebooks also did something "
+            "to the checks (see the top cell of each graded notebook in `executed/`).",
+            "",
+            "| student | notebook | what the grader saw |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {_md(s)} | {_md(n)} | {_md('; '.join(f))} |" for (s, n), f in flagged_rows]
+    else:
+        lines.append("Nothing flagged.")
     lines += ["", "## Per notebook", ""]
     lines += [
         "| student | notebook | points | out of | seconds | notes |",
@@ -410,6 +481,8 @@ def write_reports(results: Sequence[NotebookResult], out_dir: str | Path) -> str
             f"| {_md(r.student)} | {_md(r.notebook)} | {_md(r.exercise)} | {r.status} | "
             f"{points} | {_md(r.reason)} |"
         )
+    if footer:
+        lines += ["", *footer]
     markdown = "\n".join(lines) + "\n"
     (out / "scores.md").write_text(markdown, encoding="utf-8")
 
@@ -430,6 +503,16 @@ def write_reports(results: Sequence[NotebookResult], out_dir: str | Path) -> str
     return markdown
 
 
+def _listing(folder: Path) -> dict[str, tuple[float, int]]:
+    if not folder.is_dir():
+        return {}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime, p.stat().st_size)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -437,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: ``saliency-course grade SUBMISSIONS [options]``."""
     parser = argparse.ArgumentParser(
         prog="saliency-course grade",
-        description="Run submitted exercise notebooks and score their exercises.",
+        description="Autograde submitted exercise notebooks with nbgrader and score them.",
     )
     parser.add_argument(
         "submissions",
@@ -446,39 +529,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         "or one .ipynb",
     )
     parser.add_argument("--out", type=Path, default=Path("results"), help="default: results/")
+    parser.add_argument(
+        "--solutions", type=Path, default=None, help="the solution notebooks (default: solutions/)"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="notebooks graded at once (default: the number of cores)",
+    )
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell (600)")
     parser.add_argument(
         "--notebook-timeout", type=int, default=1800, help="seconds per notebook (1800)"
     )
     parser.add_argument(
-        "--solutions",
-        type=Path,
-        default=None,
-        help="reference notebooks: exercise list and original check cells (recommended)",
+        "--memory-gb",
+        type=float,
+        default=8.0,
+        help="memory limit of each grading process and its kernel, GiB (8; 0: none)",
     )
     parser.add_argument("--quick", action="store_true", help="set SALIENCY_QUICK=1 in kernels")
-    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (python3)")
     args = parser.parse_args(argv)
     if args.timeout < 1 or args.notebook_timeout < 1:
         parser.error("--timeout and --notebook-timeout must be at least 1 second")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     try:
         submissions = find_submissions(args.submissions)
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     if not submissions:
         parser.error(f"no notebooks found in {args.submissions}")
-    if args.solutions is not None and not args.solutions.is_dir():
-        parser.error(f"--solutions folder not found: {args.solutions}")
+    solutions = args.solutions or course_folder("solutions")
+    if solutions is None or not Path(solutions).is_dir():
+        parser.error(f"solutions folder not found: {solutions}; name it with --solutions")
 
-    results = grade_submissions(
-        submissions,
-        solutions_dir=args.solutions,
-        timeout=args.timeout,
-        notebook_timeout=args.notebook_timeout,
-        quick=args.quick,
-        kernel_name=args.kernel,
-    )
-    print(write_reports(results, args.out))
+    before = _listing(args.out)
+    start = time.monotonic()
+    try:
+        results = grade_submissions(
+            submissions,
+            solutions,
+            jobs=args.jobs,
+            timeout=args.timeout,
+            notebook_timeout=args.notebook_timeout,
+            memory_gb=args.memory_gb,
+            quick=args.quick,
+        )
+    except ExerciseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    seconds = time.monotonic() - start
+    footer = [
+        f"Graded {len(results)} notebook(s) in {seconds:.0f} s with --jobs {args.jobs}: "
+        f"{60 * len(results) / max(seconds, 1e-9):.1f} notebooks per minute."
+    ]
+    intruders = sorted(set(_listing(args.out).items()) - set(before.items()))
+    if intruders:
+        for name, _ in intruders:
+            (args.out / name).unlink(missing_ok=True)
+        names = ", ".join(name for name, _ in intruders)
+        footer.append(f"Removed files that a graded notebook wrote into {args.out}: {names}.")
+    print(write_reports(results, args.out, footer))
     print(f"Results written to {args.out}/scores.csv and {args.out}/scores.md", file=sys.stderr)
     return 0
 
