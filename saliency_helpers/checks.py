@@ -48,7 +48,7 @@ def check(
     value.
 
     Args:
-        exercise_id: The exercise's id, as in the cell tag ``exercise:<id>``, e.g. ``"03.2"``.
+        exercise_id: The exercise's id, e.g. ``"03.2"`` (its cells' grade ids: ``03_2-...``).
         answer: The student's answer: ``torch.Tensor`` (any device, may require grad),
             ``numpy.ndarray``, Python/NumPy number, ``bool``, ``str``, or a tuple/list of these.
             ``None`` or ``...`` means "not answered yet".
@@ -88,7 +88,7 @@ def check_true(exercise_id: str, condition: Any, hint: str) -> None:
     completeness error below 5%".
 
     Args:
-        exercise_id: The exercise's id, as in the cell tag ``exercise:<id>``, e.g. ``"03.4"``.
+        exercise_id: The exercise's id, as in the notebook, e.g. ``"03.4"``.
         condition: A bool, or a one-element array/tensor holding one. ``None`` or ``...``
             means "not answered yet".
         hint: What to try when the condition is false. Shown to the student, so it must

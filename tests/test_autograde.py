@@ -4,6 +4,7 @@ error in any cell. The untouched exercises' zero: tests/test_notebooks.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from saliency_helpers.course import grade
 
 ROOT = Path(__file__).resolve().parent.parent
+# The same output budgets as conftest.py gives nbval (charts pooled, tables short).
+CELL_BUDGET, NOTEBOOK_BUDGET = 1_000_000, 3_000_000
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -31,3 +34,5 @@ def test_solution_gets_full_marks(path):
         if output.output_type == "error"
     ]
     assert errors == []
+    sizes = [len(json.dumps(c.get("outputs", []))) for c in result.executed.cells]
+    assert max(sizes) <= CELL_BUDGET and sum(sizes) <= NOTEBOOK_BUDGET, (max(sizes), sum(sizes))

@@ -34,7 +34,7 @@ def test_ci_runs_exactly_the_readme_test_command():
     ).stdout.strip()
     assert printed == _readme_block()
     assert printed.startswith("SALIENCY_QUICK=1 python -m pytest -n auto --dist loadfile")
-    assert "--nbval-lax" in printed and printed.endswith("tests solutions")
+    assert "--nbval-lax" in printed and printed.endswith(" tests")
     script = (ROOT / ".ci/run").read_text()
     assert "set -euo pipefail" in script and 'bash -c "$cmd"' in script
     assert "torch==2.14.1 torchvision==0.29.1" in script and '-e ".[dev]"' in script
