@@ -435,14 +435,23 @@ def test_grading_timeouts(tmp_path):
 
 
 def test_scan_reads_tampering_and_leaves_honest_code_alone():
-    assert nbgrader_checks.scan("y = x / x.sum()\nprint(y.round(2))", {"np"}) == []
-    assert nbgrader_checks.scan("import numpy as np\nz = np.ones(3)", {"np"}) == []
-    assert "assigns to sh.check" in nbgrader_checks.scan("sh.check = print", {"sh"})
-    assert "assigns to np.allclose" in nbgrader_checks.scan("np.allclose = max", {"np"})
-    assert "calls setattr" in nbgrader_checks.scan("setattr(sh, 'check', print)", {"sh"})
-    assert "rebinds sh" in nbgrader_checks.scan("sh = object()", {"sh"})
-    assert any("sys.modules" in f for f in nbgrader_checks.scan("sys.modules['a'] = 1", {"sys"}))
-    found = nbgrader_checks.scan("%xmode Minimal\nprint('Exercise 1.1: correct ✓')", set())
+    scan = nbgrader_checks.scan
+    mods = {"np": "numpy", "pd": "pandas", "torch": "torch", "sh": "saliency_helpers"}
+    honest = (
+        "y = x / x.sum()\nprint(y.round(2))\n"
+        "pd.options.display.max_rows = 10\n"
+        "torch.backends.cudnn.deterministic = True\n"
+        "model.fc = torch.nn.Identity()\n"
+        "plt.rcParams['figure.dpi'] = 100\n"
+    )
+    assert scan(honest, mods) == []
+    assert "assigns to sh.check" in scan("sh.check = print", mods)
+    assert "assigns to sh.checks._compare" in scan("sh.checks._compare = max", mods)
+    assert "assigns to np.allclose" in scan("np.allclose = max", mods)
+    assert "calls setattr" in scan("setattr(sh, 'check', print)", mods)
+    assert "rebinds sh" in scan("sh = object()", mods)
+    assert any("sys.modules" in f for f in scan("sys.modules['a'] = 1", {"sys": "sys"}))
+    found = scan("%xmode Minimal\nprint('Exercise 1.1: correct ✓')", {})
     assert found == ["prints text that looks like a passed check"]
 
 

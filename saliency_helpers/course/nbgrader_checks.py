@@ -51,7 +51,7 @@ __all__ = ["AuditSubmission", "RecordChecks", "ScoreChecks", "decode", "scan", "
 FLAG_HEADING = "**Flagged by the grader for the instructor.**"
 _RECORDER = Path(__file__).with_name("recorder.py")
 _SKIP_TAGS = {"skip-execution", "raises-exception", "nbval-skip", "skip"}
-_VERDICT = re.compile(r"Exercise\s+\S+\s*:\s*(exact match|close|correct|passed)|✓")
+_VERDICT = re.compile(r"Exercise\s+\S+\s*:\s*(exact match|close|correct|passed)")
 
 
 @dataclass
@@ -135,13 +135,19 @@ def _dotted(node: ast.AST) -> str:
     return ".".join(reversed(parts))
 
 
-def scan(source: str, modules: set[str] | None = None) -> list[str]:
+def scan(source: str, modules: dict[str, str] | None = None) -> list[str]:
     """What in one code cell looks like tampering with the checks (empty when nothing does).
+
+    Flagged: assigning to anything under the course's package (``sh.check = ...``,
+    ``sh.checks._compare = ...``) or to a function of another imported module
+    (``np.allclose = ...``; settings such as ``pd.options.display.max_rows`` are not),
+    rebinding ``sh``/``check``, ``setattr``/``exec``/``eval``, exception and trace hooks,
+    ``sys.modules``, ``__code__``, and text that imitates a passed check.
 
     Args:
         source: The cell's source.
-        modules: Names bound to imported modules in the notebook (``sh``, ``torch``...);
-            assigning to one of their attributes or rebinding one is flagged.
+        modules: Names bound by the notebook's imports -> the module or object imported
+            (``{"sh": "saliency_helpers", "np": "numpy"}``).
 
     Returns:
         Short findings, e.g. ``["assigns to sh.check"]``.
@@ -149,7 +155,7 @@ def scan(source: str, modules: set[str] | None = None) -> list[str]:
     tree = _python(source)
     if tree is None:
         return []
-    modules = (modules or set()) | _MODULE_ALIASES
+    modules = {**dict.fromkeys(_MODULE_ALIASES, "saliency_helpers"), **(modules or {})}
     found: list[str] = []
 
     def target(node: ast.AST) -> None:
@@ -158,7 +164,9 @@ def scan(source: str, modules: set[str] | None = None) -> list[str]:
                 target(item)
         elif isinstance(node, ast.Attribute):
             name = _dotted(node)
-            if name.split(".")[0] in modules:
+            root = name.split(".")[0]
+            ours = modules.get(root, "").startswith("saliency_helpers")
+            if root in modules and (ours or name.count(".") == 1):
                 found.append(f"assigns to {name}")
         elif isinstance(node, ast.Name) and node.id in _MODULE_ALIASES | {"check", "check_true"}:
             found.append(f"rebinds {node.id}")
@@ -193,15 +201,22 @@ def scan(source: str, modules: set[str] | None = None) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _imported_modules(nb: NotebookNode) -> set[str]:
-    names: set[str] = set()
+def _imported_modules(nb: NotebookNode) -> dict[str, str]:
+    """Each name the notebook's imports bind -> what it imports (``"sh": "saliency_helpers"``)."""
+    names: dict[str, str] = {}
     for cell in nb.cells:
         tree = _python(cell.source) if cell.cell_type == "code" else None
         for node in ast.walk(tree) if tree is not None else ():
             if isinstance(node, ast.Import):
-                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+                for alias in node.names:
+                    if alias.asname:
+                        names[alias.asname] = alias.name
+                    else:
+                        root = alias.name.split(".")[0]
+                        names[root] = root
             elif isinstance(node, ast.ImportFrom):
-                names.update(a.asname or a.name for a in node.names)
+                for alias in node.names:
+                    names[alias.asname or alias.name] = f"{node.module or ''}.{alias.name}"
     return names
 
 
