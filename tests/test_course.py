@@ -5,6 +5,8 @@
 one file (the README's test command hands each file to one pytest-xdist worker): the run's
 summary and figures, the cells whose printout is checked, and every lecture exported as an
 offline page and slides and opened in headless Chromium (the checks of tests/test_browser.py).
+Every slide of every deck must fit a 1280×720 screen (no content taller than the slide, no
+block scrolling sideways); each deck's contact sheet is written to ``build/contact_sheets/``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from test_browser import assert_renders, open_page
+from test_browser import assert_renders, assert_slides_fit, contact_sheet, measure_slides, open_page
 
 from saliency_helpers.course import common, run
 from saliency_helpers.course import export as ex
@@ -22,15 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
 
 
-
 @pytest.mark.course
 def test_the_course_runs_and_summarises(course_result):
     assert course_result.ok, run.format_failures(course_result)
     text = run.format_summary(course_result)
     assert "corella top-1           class 89 " in text, text
-    for line in ["IG completeness error", "data randomization", "model randomization", "_fc",
-                 "faithfulness vs random  deletion: ",
-                 "planted shortcut        others -> 7 with the mark: control "]:
+    for line in [
+        "IG completeness error",
+        "data randomization",
+        "model randomization",
+        "_fc",
+        "faithfulness vs random  deletion: ",
+        "planted shortcut        others -> 7 with the mark: control ",
+    ]:
         assert line in text, text
     names = [p.stem for p in run.find_notebooks()]
     assert [r.name for r in course_result.runs] == names
@@ -58,8 +64,9 @@ def test_checked_cells_print_class_89(course_result):
     assert sorted({name[:2] for name in found}) == ["00", "03", "04", "05"]
 
 
-
 LECTURES = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+#: One PNG per lecture deck, a small screenshot of every slide, for reviewing a deck at a glance.
+CONTACT_SHEETS = ROOT / "build" / "contact_sheets"
 
 
 @pytest.mark.course
@@ -79,5 +86,9 @@ def test_lecture_notebook_renders_offline(browser, course_result, tmp_path, name
     )
     if to == "slides":
         assert seen.reveal["total"] >= slide_starts, (seen.reveal, slide_starts)
+        # what the room sees: every slide at 1280×720, one thumbnail each on a contact sheet
+        slides = measure_slides(browser, path, shots=True)
+        contact_sheet(slides, CONTACT_SHEETS / f"{name}.png")
+        assert_slides_fit(slides)
     # notebook (< 3 MB by the course budget) + vega and reveal.js inlined (~1.5 MB)
     assert path.stat().st_size < 8_000_000, f"{path.name}: {path.stat().st_size:,} bytes"

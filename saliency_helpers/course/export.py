@@ -26,8 +26,13 @@ load vega, vega-lite and vega-embed from a CDN; here everything is inlined once 
   copy in ``saliency_helpers/course/vendor/reveal/``; nbconvert's settings
   (``SlidesExporter.reveal_theme``, default
   ``simple``, transition, size) apply. The theme's web fonts (``@import`` of Google Fonts or of
-  font files) are left out, so slides use the notebook's fonts. A slide taller than the deck
-  scrolls instead of being cut off.
+  font files) are left out, so slides use the notebook's fonts. Every slide fits the deck's
+  size (see the README's lecture-mode section): :func:`for_slides` folds long code cells and
+  cuts long printouts when the file is written (the rule for code on slides, with the cell
+  tags ``slides:hide-code`` and ``slides:show-code``), wrapped facets get fewer columns, and
+  ``slides_fit.js`` lays the deck out in the browser once reveal.js and the charts are ready:
+  a slide too tall continues on a new vertical slide, a chart too big is scaled down, never
+  cropped (``slides.css`` has the projector-sized code and wrapped lines).
 * **widgets**: ipywidgets need a live kernel; their saved view would load the widget manager
   from a CDN and their ``text/plain`` fallback is a stale snapshot (a progress bar at 0 %), so
   each widget output becomes a one-line note (``widgets="note"``, default), disappears
@@ -52,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import json
 import re
@@ -111,7 +117,7 @@ def _chart_html(index: int, chart: Chart) -> str:
 
 
 def prepare_offline(
-    nb: nbformat.NotebookNode, widgets: WidgetPolicy = "note"
+    nb: nbformat.NotebookNode, widgets: WidgetPolicy = "note", *, chart_width: int | None = None
 ) -> tuple[nbformat.NotebookNode, list[Chart]]:
     """A copy of ``nb`` whose outputs need no network, and the charts it shows.
 
@@ -122,6 +128,8 @@ def prepare_offline(
         nb: a notebook, usually executed; it is not modified.
         widgets: ``"note"`` (default) replaces each widget output by a one-line note,
             ``"drop"`` removes it, ``"text"`` keeps its ``text/plain`` fallback.
+        chart_width: for slides, the width in px a row of faceted panels may take: wrapped
+            facets get fewer columns (more rows) to fit (default: charts as saved).
 
     Returns:
         ``(offline_copy, charts)``.
@@ -136,6 +144,8 @@ def prepare_offline(
         raise ValueError(f"widgets must be 'note', 'drop' or 'text', not {widgets!r}")
     nb = copy.deepcopy(nb)
     charts = chart_outputs(nb)
+    if chart_width is not None:
+        charts = [dataclasses.replace(c, spec=_fit_columns(c.spec, chart_width)) for c in charts]
     by_place = {(c.cell, c.output): (i, c) for i, c in enumerate(charts)}
     for ci, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
@@ -185,6 +195,7 @@ def _vega_bundle(vl_version: str | None) -> str:
 
 CHARTS_JS = """
 (function () {
+  const drawn = [];
   for (const div of document.querySelectorAll("div.saliency-chart")) {
     let payload;
     try {
@@ -194,50 +205,47 @@ CHARTS_JS = """
       console.error("saliency chart " + div.id + ": unreadable spec: " + err);
       continue;
     }
-    vegaEmbed(div, payload.spec, payload.options)
+    drawn.push(vegaEmbed(div, payload.spec, payload.options)
       .then(function () { div.dataset.status = "rendered"; })
       .catch(function (err) {
         div.dataset.status = "error";
         div.textContent = "This chart could not be drawn: " + err.message;
         div.style.color = "#b00";
         console.error("saliency chart " + div.id + ": " + err.message);
-      });
+      }));
   }
+  // Slides lay themselves out once every chart has its size (see SLIDES_JS).
+  window.saliencyChartsDrawn = Promise.allSettled(drawn);
 })();
 """
+
+#: The deck's layout rules, applied in the browser once reveal.js and every chart are ready
+#: (see ``slides_fit.js`` for the rules).
+SLIDES_FIT_JS = Path(__file__).resolve().parent / "slides_fit.js"
+SLIDES_CSS = Path(__file__).resolve().parent / "slides.css"
 
 SLIDES_JS = """
-Reveal.initialize({
-  controls: true,
-  progress: true,
-  history: true,
-  transition: %(transition)s,
-  slideNumber: %(number)s,
-  width: %(width)s,
-  height: %(height)s,
-  plugins: [RevealNotes]
-});
-(function () {
-  // Let a slide taller than the deck scroll instead of being cut off at the bottom.
-  function fit() {
-    const limit = Reveal.getConfig().height;
-    for (const s of document.querySelectorAll(".reveal .slides section:not(.stack)")) {
-      if (s.scrollHeight > limit) { s.classList.add("saliency-scroll"); }
+document.documentElement.dataset.saliencyFit = "pending";
+Promise.all([
+  Reveal.initialize({
+    controls: true,
+    progress: true,
+    history: true,
+    transition: %(transition)s,
+    slideNumber: %(number)s,
+    width: %(width)s,
+    height: %(height)s,
+    plugins: [RevealNotes]
+  }),
+  // the charts' script comes after this one: wait until the page is parsed, then for it
+  new Promise(function (parsed) {
+    if (document.readyState === "loading") {
+      document.addEventListener("DOMContentLoaded", parsed);
+    } else {
+      parsed();
     }
-    Reveal.layout();
-  }
-  Reveal.on("ready", fit);
-  Reveal.on("slidechanged", fit);
-})();
-"""
-
-SLIDES_CSS = """
-.reveal .slides section.saliency-scroll {
-  height: 100%;
-  top: 0 !important;
-  overflow-y: auto;
-}
-.saliency-chart { overflow-x: auto; }
+  }).then(function () { return window.saliencyChartsDrawn; })
+]).then(function () { saliencyFitSlides(Reveal); });
 """
 
 
@@ -274,6 +282,108 @@ def _mathml_renderer(base: type) -> type:
             return _mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", "block")
 
     return MathMLRenderer
+
+
+# ----------------------------------------------------------------------------- slides that fit
+
+#: A code cell with more lines than this is folded on slides (one line, opened by a click).
+CODE_LINES = 10
+#: Printed text keeps this many lines on slides, a printed (HTML) table this many rows.
+OUTPUT_LINES = 12
+TABLE_ROWS = 10
+#: Cell tags for slides: the code of a ``hide`` cell is left out of the deck (its output stays),
+#: the code of a ``show`` cell is shown in full however long it is. The notebook keeps both.
+HIDE_CODE_TAG = "slides:hide-code"
+SHOW_CODE_TAG = "slides:show-code"
+#: Width in px a chart may take on a slide of the default 960 px (before it is scaled down).
+SLIDE_CHART_WIDTH = 900
+
+_ROW = re.compile(r"<tr[\s>]", re.IGNORECASE)
+
+
+def _more(n: int, what: str) -> str:
+    return f"… {n} more {what}: see the notebook"
+
+
+def _truncate_text(text: str, lines: int = OUTPUT_LINES) -> str:
+    kept = text.splitlines()
+    if len(kept) <= lines + 1:  # no "1 more line" note instead of that line
+        return text
+    return "\n".join(kept[:lines]) + "\n" + _more(len(kept) - lines, "lines") + "\n"
+
+
+def _truncate_table(html: str, rows: int = TABLE_ROWS) -> str:
+    start = html.lower().find("<tbody")
+    end = html.lower().find("</tbody>", start)
+    if start < 0 or end < 0:
+        return html
+    body = html[start:end]
+    starts = [m.start() for m in _ROW.finditer(body)]
+    if len(starts) <= rows + 1:
+        return html
+    more = _more(len(starts) - rows, "rows")
+    note = f'<tr><td class="saliency-more" colspan="99">{more}</td></tr>'
+    return html[:start] + body[: starts[rows]] + note + html[end:]
+
+
+def _fit_columns(spec: Any, width: int = SLIDE_CHART_WIDTH) -> Any:
+    """A copy of a Vega-Lite spec whose wrapped facets (``facet`` + ``columns``, as
+    ``sh.heatmaps`` draws a row of maps) have no more panels in a row than fit ``width``."""
+    if isinstance(spec, list):
+        return [_fit_columns(item, width) for item in spec]
+    if not isinstance(spec, dict):
+        return spec
+    spec = {key: _fit_columns(value, width) for key, value in spec.items()}
+    inner = spec.get("spec")
+    panel = inner.get("width") if isinstance(inner, dict) else None
+    if "facet" in spec and isinstance(spec.get("columns"), int) and isinstance(panel, (int, float)):
+        spacing = spec.get("spacing", 20)
+        spacing = spacing if isinstance(spacing, (int, float)) else 20
+        fit = max(1, int((width + spacing) // (panel + spacing)))
+        spec["columns"] = min(spec["columns"], fit)
+    return spec
+
+
+def for_slides(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` made for slides: long code folded, long printouts cut.
+
+    The rule for code on slides: a code cell of up to :data:`CODE_LINES` lines is shown in
+    full (wrapped, projector-sized, see ``slides.css``); a longer one is folded to one line
+    that opens it on a click, unless tagged :data:`SHOW_CODE_TAG`; a cell tagged
+    :data:`HIDE_CODE_TAG` shows only its output (nbconvert's ``TagRemovePreprocessor`` drops
+    the code when the deck is written). Printed text keeps its first :data:`OUTPUT_LINES`
+    lines and an HTML table its first :data:`TABLE_ROWS` rows, with a note of how many more
+    the notebook has. The notebook itself is not changed.
+
+    Args:
+        nb: a notebook (usually the offline copy of an executed one).
+
+    Returns:
+        The copy; folded cells carry ``metadata.saliency_fold`` (their number of lines).
+
+    Example:
+        >>> deck_nb = for_slides(nbformat.read("executed.ipynb", as_version=4))
+    """
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = cell.metadata.get("tags", [])
+        lines = len(cell.source.splitlines())
+        if lines > CODE_LINES and HIDE_CODE_TAG not in tags and SHOW_CODE_TAG not in tags:
+            cell.metadata["saliency_fold"] = lines
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                out["text"] = _truncate_text(out.get("text", ""))
+            elif out.get("output_type") == "error":
+                out["traceback"] = _truncate_text("\n".join(out.get("traceback", []))).split("\n")
+            elif "data" in out:
+                data = out["data"]
+                if "text/html" in data and "saliency-chart" not in data["text/html"]:
+                    data["text/html"] = _truncate_table(data["text/html"])
+                elif "text/plain" in data:
+                    data["text/plain"] = _truncate_text(data["text/plain"])
+    return nb
 
 
 # ----------------------------------------------------------------------------- templates
@@ -313,6 +423,17 @@ _REVEAL_TEMPLATE = """
 </head>
 {%- endblock header -%}
 {%- block data_widget_view -%}{%- endblock data_widget_view -%}
+{%- block input_group -%}
+{%- set lines = cell.metadata.get('saliency_fold') -%}
+{%- if lines -%}
+<details class="saliency-code"><summary>code: {{ lines }} lines (click to show; all of it in the
+notebook)</summary>
+{{ super() }}
+</details>
+{%- else -%}
+{{ super() }}
+{%- endif -%}
+{%- endblock input_group -%}
 {%- block footer_js -%}
 {{ resources.saliency.reveal_js }}
 {{ resources.saliency.charts }}
@@ -324,6 +445,7 @@ def _exporter(to: Format) -> Any:
     from jinja2 import DictLoader, pass_context
     from nbconvert import HTMLExporter, SlidesExporter
     from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+    from nbconvert.preprocessors import TagRemovePreprocessor
 
     renderer_class = _mathml_renderer(IPythonRenderer)
 
@@ -349,6 +471,9 @@ def _exporter(to: Format) -> Any:
     else:
         exporter = offline(template_name="reveal", embed_images=True)
         template = _REVEAL_TEMPLATE
+        exporter.register_preprocessor(
+            TagRemovePreprocessor(remove_input_tags={HIDE_CODE_TAG}, enabled=True), enabled=True
+        )
     exporter.extra_loaders = [DictLoader({"saliency_offline.html.j2": template})]
     exporter.template_file = "saliency_offline.html.j2"
     return exporter
@@ -450,7 +575,12 @@ def notebook_to_html(
     """
     if to not in FORMATS:
         raise ValueError(f"to must be 'html' or 'slides', not {to!r}")
-    offline, charts = prepare_offline(nb, widgets=widgets)
+    slides = to == "slides"
+    offline, charts = prepare_offline(
+        nb, widgets=widgets, chart_width=SLIDE_CHART_WIDTH if slides else None
+    )
+    if slides:
+        offline = for_slides(offline)
     saliency: dict[str, str] = {"charts": ""}
     if charts:
         bundle = _vega_bundle(
@@ -465,7 +595,9 @@ def notebook_to_html(
         if not theme.is_file():
             raise ValueError(f"no reveal.js theme {exporter.reveal_theme!r} in {theme.parent}")
         saliency["reveal_css"] = _css((reveal / "dist/reveal.css").read_text(encoding="utf-8"))
-        saliency["reveal_theme"] = _css(theme.read_text(encoding="utf-8") + SLIDES_CSS)
+        saliency["reveal_theme"] = _css(
+            theme.read_text(encoding="utf-8") + SLIDES_CSS.read_text(encoding="utf-8")
+        )
         settings = {
             "transition": json.dumps(exporter.reveal_transition),
             "number": json.dumps(exporter.reveal_number or False),
@@ -477,6 +609,8 @@ def notebook_to_html(
                 _inline_script((reveal / part).read_text(encoding="utf-8"))
                 for part in ("dist/reveal.js", "plugin/notes/notes.js")
             )
+            + "\n"
+            + _inline_script(SLIDES_FIT_JS.read_text(encoding="utf-8"))
             + "\n"
             + _inline_script(SLIDES_JS % settings)
         )

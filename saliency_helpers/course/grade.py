@@ -32,6 +32,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -216,22 +217,24 @@ def _grade_one(
     command = [sys.executable, "-c", _LAUNCH, str(limit), "autograde", sub.notebook]
     command += ["--student", sub.student, "--force", "--log-level=ERROR"]
     notes: list[str] = []
+    proc = subprocess.Popen(
+        command,
+        cwd=work,
+        env=scripts_on_path(kernel_env(quick)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # one process group: nbgrader, and what it starts with it
+    )
     try:
-        proc = subprocess.run(
-            command,
-            cwd=work,
-            env=scripts_on_path(kernel_env(quick)),
-            capture_output=True,
-            text=True,
-            timeout=notebook_timeout,
-            start_new_session=True,
-        )
-        if proc.returncode != 0:
-            notes.append(f"nbgrader exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
-    except subprocess.TimeoutExpired as err:
-        _kill_group(err)
+        _, stderr = proc.communicate(timeout=notebook_timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the kernel exits when its parent is gone
+        proc.communicate()
         reason = f"timeout: notebook stopped at its {notebook_timeout} s limit"
         return _failed(sub, auto, reason, time.monotonic() - start)
+    if proc.returncode != 0:
+        notes.append(f"nbgrader exited with {proc.returncode}: {stderr.strip()[-300:]}")
 
     report_path = work / "reports" / sub.student / sub.notebook / f"{sub.notebook}.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
@@ -302,18 +305,6 @@ def _solution_errors(nb: NotebookNode | None, timeout: int) -> dict[str, str]:
 
 def _grade_id(cell: NotebookNode) -> str | None:
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-
-
-def _kill_group(err: subprocess.TimeoutExpired) -> None:
-    """subprocess.run killed nbgrader; its kernel is in the same session: stop it too."""
-    import signal
-
-    pid = getattr(err, "pid", None)
-    if pid:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def grade_submissions(
