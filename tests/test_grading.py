@@ -434,6 +434,24 @@ def test_grading_timeouts(tmp_path):
     assert result.seconds < 120
 
 
+def test_grading_memory_limit(tmp_path):
+    """A notebook over its memory limit loses the exercise that allocated, not the others."""
+    hog = tmp_path / "hog" / "90_toy.ipynb"
+    hog.parent.mkdir()
+    nb = _read(SOLUTION)
+    _, cell = _role_cell(nb, "90_1-solution")
+    cell.source = cell.source.replace(
+        GOOD_LINE, f"hog = np.ones((1024, 1024, 1024), dtype=np.uint8)\n{GOOD_LINE}"
+    )
+    nbformat.write(nb, hog)
+    (sub,) = grade.find_submissions(hog)
+    (result,) = grade.grade_submissions([sub], DATA / "solutions", memory_gb=1.5, progress=False)
+    by_id = {r.exercise: r for r in result.exercises}
+    assert by_id["90.1"].status == "failed"
+    assert by_id["90.1"].reason.startswith("MemoryError")
+    assert by_id["90.2"].status == "passed"
+
+
 def test_scan_reads_tampering_and_leaves_honest_code_alone():
     scan = nbgrader_checks.scan
     mods = {"np": "numpy", "pd": "pandas", "torch": "torch", "sh": "saliency_helpers"}
