@@ -338,7 +338,7 @@ def _class(out: Path) -> dict[str, tuple]:
         "mal-edit": (_submission(_edit_check), "failed", "passed", "was edited"),
         "mal-markdown": (_submission(_markdown_check), "failed", "passed", "turned into markdown"),
         "mal-print": (_submission(_fake_verdict), "failed", "passed", "looks like a passed check"),
-        "mal-write": (_submission(_write_results(out)), "failed", "passed", None),
+        "mal-write": (_submission(_write_results(out)), "failed", "passed", "grader's output"),
     }
 
 

@@ -520,6 +520,38 @@ def _listing(folder: Path) -> dict[str, tuple[float, int]]:
     }
 
 
+REPORT_FILES = ("scores.csv", "scores.md", "answers.md")
+
+
+def _mentions_output(path: Path, out: Path) -> list[str]:
+    """Flags for a submission whose code names the grader's output folder or report files.
+
+    The folder is protected anyway (files that appear in it during grading are removed);
+    this says which notebook tried.
+    """
+    import ast
+
+    from .nbgrader_checks import _python  # IPython-aware parsing, as for the other flags
+
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # noqa: BLE001 - an unreadable notebook was reported already
+        return []
+    needles = {str(out.resolve()), f"{out.name}/", *REPORT_FILES}
+    found = []
+    for index, cell in enumerate(nb.cells):
+        tree = _python(cell.source) if cell.cell_type == "code" else None
+        strings = [
+            node.value
+            for node in (ast.walk(tree) if tree is not None else ())
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        ]
+        hits = sorted({n for n in needles for text in strings if n in text})
+        if hits:
+            found.append(f"cell {index}: names the grader's output ({', '.join(hits)})")
+    return found
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -591,6 +623,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Graded {len(results)} notebook(s) in {seconds:.0f} s with --jobs {args.jobs}: "
         f"{60 * len(results) / max(seconds, 1e-9):.1f} notebooks per minute."
     ]
+    for res in results:
+        res.flags += _mentions_output(res.submission.path, args.out)
     intruders = sorted(set(_listing(args.out).items()) - set(before.items()))
     if intruders:
         for name, _ in intruders:
