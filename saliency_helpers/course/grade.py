@@ -45,7 +45,16 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from .assignments import ExerciseError, _scripts_on_path, configure, exercises, scripts_on_path
+from .assignments import (
+    ExerciseError,
+    error_text,
+    exercises,
+    grade_id,
+    make_course,
+    parse_grade_id,
+    scripts_on_path,
+    scripts_on_process_path,
+)
 from .common import course_folder, kernel_env
 
 __all__ = [
@@ -160,26 +169,9 @@ def find_submissions(path: str | Path) -> list[Submission]:
 
 
 def _course(root: Path, solutions: dict[str, Path], timeout: int) -> None:
-    """A nbgrader course folder with one generated assignment per solution notebook."""
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config import Config
-
-    for name, path in solutions.items():
-        folder = root / "source" / name
-        folder.mkdir(parents=True)
-        shutil.copy(path, folder / f"{name}.ipynb")
+    """The template nbgrader course: generated assignments and the course's config file."""
+    make_course(root, list(solutions.values()), timeout)
     (root / "nbgrader_config.py").write_text(_CONFIG.format(timeout=int(timeout)))
-    config = configure(Config(), timeout=timeout)
-    config.CourseDirectory.root = str(root)
-    config.Exchange.root = str(root / "exchange")  # nbgrader's default is a system folder
-    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
-    for name in solutions:
-        with _scripts_on_path():
-            result = api.generate_assignment(name)
-        if not result["success"]:
-            log = (result.get("error") or "") + (result.get("log") or "")
-            raise ExerciseError(f"nbgrader could not set up {name}:\n{log.strip()[-2000:]}")
 
 
 def _failed(sub: Submission, ids: list[str], reason: str, seconds: float) -> NotebookResult:
@@ -239,12 +231,11 @@ def _grade_one(
 
     report_path = work / "reports" / sub.student / sub.notebook / f"{sub.notebook}.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    scores: dict[str, tuple[float, float]] = {}
+    scores: dict[str, float] = {}
     try:
-        with _scripts_on_path(), Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gradebook:
-            graded = gradebook.find_submission_notebook(sub.notebook, sub.notebook, sub.student)
-            for grade in graded.grades:
-                scores[grade.name] = (grade.auto_score or 0.0, grade.max_score)
+        with scripts_on_process_path(), Gradebook(f"sqlite:///{work / 'gradebook.db'}") as book:
+            graded = book.find_submission_notebook(sub.notebook, sub.notebook, sub.student)
+            scores = {grade.name: grade.auto_score or 0.0 for grade in graded.grades}
     except MissingEntry:
         notes.append("nbgrader recorded no grades (the notebook could not be run)")
     checks = report.get("checks", {})
@@ -258,8 +249,8 @@ def _grade_one(
                 ExerciseResult(sub.student, sub.notebook, ex, MANUAL, None, "written answer")
             )
             continue
-        ids = [reference.cells[i].metadata.nbgrader["grade_id"] for i in roles["check"]]
-        points = sum(scores.get(i, (0.0, 1.0))[0] for i in ids)
+        ids = [grade_id(reference.cells[i]) for i in roles["check"]]
+        points = sum(scores.get(i, 0.0) for i in ids)
         reasons = [checks.get(i, {}).get("reason", "") for i in ids]
         reason = next((r for r in reasons if r), "" if points else "not graded")
         if reason and errors.get(ex):  # the answer's own error says more than the check's
@@ -269,8 +260,8 @@ def _grade_one(
     answers = {}
     for ex, roles in plan.items():
         for index in roles.get("answer", []):
-            grade_id = reference.cells[index].metadata.nbgrader["grade_id"]
-            cell = next((c for c in nb.cells if _grade_id(c) == grade_id), None)
+            answer_id = grade_id(reference.cells[index])
+            cell = next((c for c in nb.cells if grade_id(c) == answer_id), None)
             answers[ex] = cell.source if cell is not None else ""
     return NotebookResult(
         sub,
@@ -281,9 +272,6 @@ def _grade_one(
         executed,
         answers,
     )
-
-
-_TIMEOUT_ERRORS = {"KeyboardInterrupt", "CellTimeoutError"}  # nbgrader interrupts a slow cell
 
 
 def _kernel_env(quick: bool, threads: int | None) -> dict[str, str]:
@@ -300,22 +288,13 @@ def _solution_errors(nb: NotebookNode | None, timeout: int) -> dict[str, str]:
     """Exercise -> the first error its solution cells raised, in the graded notebook."""
     found: dict[str, str] = {}
     for cell in nb.cells if nb is not None else []:
-        grade_id = _grade_id(cell) or ""
-        if cell.cell_type != "code" or "-solution" not in grade_id:
+        parsed = parse_grade_id(grade_id(cell))
+        if cell.cell_type != "code" or parsed is None or parsed[1] != "solution":
             continue
-        exercise = grade_id.split("-solution")[0].replace("_", ".")
         for output in cell.get("outputs", []):
-            if output.get("output_type") == "error" and exercise not in found:
-                lines = str(output.get("evalue", "")).strip().splitlines()
-                text = f"{output.get('ename')}: {lines[0]}" if lines else str(output.get("ename"))
-                if output.get("ename") in _TIMEOUT_ERRORS:
-                    text = f"timeout: the cell ran over its {timeout} s limit"
-                found[exercise] = text[:200]
+            if output.get("output_type") == "error" and parsed[0] not in found:
+                found[parsed[0]] = error_text(output, timeout)
     return found
-
-
-def _grade_id(cell: NotebookNode) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
 
 
 def grade_submissions(

@@ -46,6 +46,8 @@ from nbgrader.api import Gradebook
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Unicode
 
+from .assignments import error_text, grade_id, parse_grade_id
+
 __all__ = ["AuditSubmission", "RecordChecks", "ScoreChecks", "decode", "scan", "score_records"]
 
 FLAG_HEADING = "**Flagged by the grader for the instructor.**"
@@ -70,16 +72,10 @@ def _key(resources: dict) -> tuple[str, str, str]:
     return (str(info.get("student")), str(info.get("assignment")), str(info.get("notebook")))
 
 
-def _grade_id(cell: NotebookNode) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-
-
-def _is_check_id(grade_id: str | None) -> bool:
-    return bool(grade_id) and re.search(r"-check(-[0-9]+)?$", grade_id) is not None
-
-
-def _exercise(grade_id: str) -> str:
-    return grade_id.rsplit("-check", 1)[0].replace("_", ".")
+def _check_of(cell: NotebookNode) -> str | None:
+    """The exercise whose check cell this is, or None."""
+    parsed = parse_grade_id(grade_id(cell))
+    return parsed[0] if parsed and parsed[1] == "check" else None
 
 
 # --------------------------------------------------------------------------- static reading
@@ -233,29 +229,29 @@ def audit(nb: NotebookNode, source_cells: dict[str, tuple[str, str]]) -> list[st
     flags: list[str] = []
     by_id: dict[str, list[NotebookNode]] = {}
     for cell in nb.cells:
-        grade_id = _grade_id(cell)
-        if grade_id:
-            by_id.setdefault(grade_id, []).append(cell)
-    for grade_id, (cell_type, source) in source_cells.items():
-        if not _is_check_id(grade_id):
+        if grade_id(cell):
+            by_id.setdefault(grade_id(cell), []).append(cell)
+    for check_id, (cell_type, source) in source_cells.items():
+        parsed = parse_grade_id(check_id)
+        if not parsed or parsed[1] != "check":
             continue
-        cells = by_id.get(grade_id, [])
+        cells = by_id.get(check_id, [])
         if not cells:
-            flags.append(f"check cell {grade_id} was deleted (the grader put it back)")
+            flags.append(f"check cell {check_id} was deleted (the grader put it back)")
             continue
         if len(cells) > 1:
-            flags.append(f"check cell {grade_id} appears {len(cells)} times")
+            flags.append(f"check cell {check_id} appears {len(cells)} times")
         cell = cells[0]
         if cell.cell_type != cell_type:
-            flags.append(f"check cell {grade_id} was turned into {cell.cell_type}")
+            flags.append(f"check cell {check_id} was turned into {cell.cell_type}")
         elif cell.source != source:
-            flags.append(f"check cell {grade_id} was edited (the grader restored it)")
+            flags.append(f"check cell {check_id} was edited (the grader restored it)")
         tags = set(cell.get("metadata", {}).get("tags", [])) & _SKIP_TAGS
         if tags:
-            flags.append(f"check cell {grade_id} was tagged {', '.join(sorted(tags))}")
+            flags.append(f"check cell {check_id} was tagged {', '.join(sorted(tags))}")
     modules = _imported_modules(nb)
     for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or _is_check_id(_grade_id(cell)):
+        if cell.cell_type != "code" or _check_of(cell):
             continue
         flags += [f"cell {index}: {finding}" for finding in scan(cell.source, modules)]
     return list(dict.fromkeys(flags))
@@ -286,13 +282,13 @@ class _ToRecorder(ast.NodeTransformer):
         return node
 
 
-def graded_source(source: str, records: Path, grade_id: str) -> str:
+def graded_source(source: str, records: Path, check_id: str) -> str:
     """The check cell as the grader runs it: checks recorded, not asserted.
 
     Args:
         source: The check cell's source (the assignment's own copy).
         records: The JSON-lines file the calls append to.
-        grade_id: The check cell's grade id.
+        check_id: The check cell's grade id.
 
     Returns:
         Python source.
@@ -301,7 +297,7 @@ def graded_source(source: str, records: Path, grade_id: str) -> str:
 
     tree = _python(source)
     if tree is None:
-        raise ValueError(f"check cell {grade_id} does not parse as Python")
+        raise ValueError(f"check cell {check_id} does not parse as Python")
     body = ast.unparse(ast.fix_missing_locations(_ToRecorder().visit(tree)))
     return "\n".join(
         [
@@ -312,7 +308,7 @@ def graded_source(source: str, records: Path, grade_id: str) -> str:
             f"{str(_RECORDER)!r})",
             "_grader = _grader_util.module_from_spec(_grader_spec)",
             "_grader_spec.loader.exec_module(_grader)",
-            f"_grader = _grader.Recorder({str(records)!r}, {grade_id!r}, {checks.__file__!r})",
+            f"_grader = _grader.Recorder({str(records)!r}, {check_id!r}, {checks.__file__!r})",
             body,
             "_grader.done()",
         ]
@@ -327,9 +323,8 @@ class RecordChecks(NbGraderPreprocessor):
         session.folder = Path(tempfile.mkdtemp(prefix="saliency-grading-"))
         session.records = session.folder / f"{secrets.token_hex(16)}.jsonl"
         for cell in nb.cells:
-            grade_id = _grade_id(cell)
-            if cell.cell_type == "code" and _is_check_id(grade_id):
-                cell.source = graded_source(cell.source, session.records, grade_id)
+            if cell.cell_type == "code" and _check_of(cell):
+                cell.source = graded_source(cell.source, session.records, grade_id(cell))
         return nb, resources
 
 
@@ -435,12 +430,8 @@ def _read_records(path: Path | None) -> dict[str, list[dict]]:
 
 
 def _error_reason(cell: NotebookNode) -> str | None:
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "error":
-            first = str(output.get("evalue", "")).strip().splitlines()
-            text = f"{output.get('ename', 'Error')}: {first[0]}" if first else output.get("ename")
-            return text if len(text) <= 200 else text[:197] + "..."
-    return None
+    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    return error_text(errors[0]) if errors else None
 
 
 class ScoreChecks(NbGraderPreprocessor):
@@ -462,11 +453,12 @@ class ScoreChecks(NbGraderPreprocessor):
         flags = list(dict.fromkeys(flags))
         verdicts: dict[str, dict] = {}
         for cell in nb.cells:
-            grade_id = _grade_id(cell)
-            if cell.cell_type != "code" or not _is_check_id(grade_id):
+            exercise = _check_of(cell)
+            if cell.cell_type != "code" or exercise is None:
                 continue
+            check_id = grade_id(cell)
             error = _error_reason(cell)
-            passed, lines = score_records(records.get(grade_id, []))
+            passed, lines = score_records(records.get(check_id, []))
             if error:
                 passed, reason = False, error
             else:
@@ -478,8 +470,8 @@ class ScoreChecks(NbGraderPreprocessor):
                 cell.outputs.append(
                     new_output("error", ename="CheckFailed", evalue=reason, traceback=[reason])
                 )
-            verdicts[grade_id] = {
-                "exercise": _exercise(grade_id),
+            verdicts[check_id] = {
+                "exercise": exercise,
                 "passed": passed,
                 "reason": reason,
             }

@@ -88,8 +88,8 @@ class Recorder:
     Args:
         path: The JSON-lines file the grader reads (one per graded notebook).
         cell: The check cell's nbgrader grade id, e.g. ``"01.2-check"``.
-        checks_path: Path of ``saliency_helpers/checks.py``, loaded afresh for the verdict
-            shown in the cell and for the tampering probe.
+        checks_path: Path of ``saliency_helpers/checks.py``, loaded afresh for the tampering
+            probe (the grader shows the verdicts: it replaces the cell's outputs).
     """
 
     def __init__(self, path: str, cell: str, checks_path: str) -> None:
@@ -132,7 +132,7 @@ class Recorder:
         rtol: float = 1e-4,
         atol: float = 1e-6,
     ) -> None:
-        """Record ``sh.check(exercise_id, answer, expected, rtol=, atol=)`` and show a verdict."""
+        """Record ``sh.check(exercise_id, answer, expected, rtol=, atol=)`` (same arguments)."""
         self._write(
             {
                 "kind": "check",
@@ -143,18 +143,12 @@ class Recorder:
                 "atol": float(atol),
             }
         )
-        try:
-            _, verdict = self._checks._compare(answer, expected, rtol=rtol, atol=atol)
-        except Exception as err:  # shown only; the grader decides
-            verdict = f"{type(err).__name__}: {err}"
-        print(f"Exercise {exercise_id}: {verdict}")
 
     def check_true(self, exercise_id: Any, condition: Any, hint: Any = "") -> None:
-        """Record ``sh.check_true(exercise_id, condition, hint)`` and show a verdict."""
+        """Record ``sh.check_true(exercise_id, condition, hint)`` (the hint is not needed)."""
         self._write(
             {"kind": "check_true", "exercise": str(exercise_id), "condition": encode(condition)}
         )
-        print(f"Exercise {exercise_id}: recorded for the grader")
 
     def done(self) -> None:
         """Record that the check cell ran to its end."""
