@@ -302,11 +302,12 @@ def _model_worker(name: str, cfg: Config, parts: list[str]) -> dict[str, Any]:
 
 
 def _curves(b: Any, cfg: Config) -> list[dict[str, Any]]:
-    """Notebook 08's curves for one ranking: the helper vs one image per forward pass."""
+    """Notebook 08's curves for one ranking: the helper (engine "auto", after the one-off ONNX
+    export, timed apart), the helper on PyTorch, and one image per forward pass."""
     import torch
 
     import saliency_helpers as sh
-    from saliency_helpers import faithfulness
+    from saliency_helpers import _inference, faithfulness
 
     photos = sh.course_photos(sh.PHOTO_SET[: cfg.curve_photos])
     xs = torch.cat([b.preprocess(p) for p in photos.values()])
@@ -315,6 +316,10 @@ def _curves(b: Any, cfg: Config) -> list[dict[str, Any]]:
     n, _, h, w = xs.shape
     steps = cfg.curve_steps
     counts = [round(i / steps * h * w) for i in range(steps + 1)]
+    start = time.perf_counter()
+    forward = _inference.forward_only(b.model.eval(), xs)  # the export, once per network
+    export_seconds = time.perf_counter() - start
+    engine = "torch" if forward is b.model else "onnx"
     rows = []
     for kind in faithfulness.KINDS:
         run = faithfulness.deletion_curve if kind == "deletion" else faithfulness.insertion_curve
@@ -323,6 +328,9 @@ def _curves(b: Any, cfg: Config) -> list[dict[str, Any]]:
         start = time.perf_counter()
         frame = run(b, xs, grad, targets, steps=steps)
         helper_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        in_torch = run(b, xs, grad, targets, steps=steps, engine="torch")
+        torch_seconds = time.perf_counter() - start
 
         start = time.perf_counter()  # the textbook loop: one image, one step, one forward
         canvas = sh.make_baseline(canvas_name, xs, b)
@@ -340,9 +348,12 @@ def _curves(b: Any, cfg: Config) -> list[dict[str, Any]]:
                     naive.append(float(b.model(z).softmax(dim=1)[0, targets[i]]))
         naive_seconds = time.perf_counter() - start
         diff = float((torch.tensor(naive) - torch.tensor(frame["score"].to_numpy())).abs().max())
+        diff_torch = float((in_torch["score"] - frame["score"]).abs().max())
         rows.append({"kind": kind, "photos": n, "steps": steps, "forwards": n * (steps + 1),
-                     "helper_seconds": helper_seconds, "naive_seconds": naive_seconds,
-                     "max_abs_diff": diff})  # fmt: skip
+                     "engine": engine, "export_seconds": export_seconds,
+                     "helper_seconds": helper_seconds, "torch_seconds": torch_seconds,
+                     "naive_seconds": naive_seconds, "max_abs_diff": diff,
+                     "max_abs_diff_torch": diff_torch})  # fmt: skip
     return rows
 
 

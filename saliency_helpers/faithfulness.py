@@ -52,6 +52,7 @@ import pandas as pd
 import torch
 
 from . import training
+from ._inference import FORWARD_BATCH, forward_only
 from .attribution import (
     METHODS,
     _check_inputs,
@@ -68,6 +69,7 @@ from .training import TrainConfig
 __all__ = [
     "DELETION_BASELINE",
     "EARLY_FRACTIONS",
+    "FORWARD_BATCH",
     "INSERTION_BASELINE",
     "KINDS",
     "ORDERS",
@@ -127,6 +129,7 @@ def deletion_curve(
     order: str = "most_relevant_first",
     batch: int | None = None,
     seed: int = 0,
+    engine: str = "auto",
 ) -> pd.DataFrame:
     """The deletion curve: the target's probability as the most relevant pixels are removed.
 
@@ -155,9 +158,12 @@ def deletion_curve(
             white and noise need the ``load_model`` object (its normalisation).
         order: ``"most_relevant_first"`` (default) or ``"least_relevant_first"`` (the
             least relevant pixels go first: a faithful map keeps the score up).
-        batch: images per forward pass; default :func:`~.images_at_once` (the course's
-            memory policy). Only the speed depends on it.
+        batch: images per forward pass; default :data:`FORWARD_BATCH`. Only the speed
+            depends on it.
         seed: the random ranking's seed when ``attributions="random"``. Default 0.
+        engine: what runs the forward passes: ``"auto"`` (default: ONNX Runtime when
+            installed, about twice as fast on a CPU, else PyTorch), ``"torch"`` or
+            ``"onnx"``. The scores agree to about 1e-6 (see ``saliency_helpers._inference``).
 
     Returns:
         A tidy frame, one row per image and step, columns ``image`` (0..N-1),
@@ -171,7 +177,8 @@ def deletion_curve(
         0.04
     """
     return _curve(
-        "deletion", model, inputs, attributions, target, steps, baseline, order, batch, seed
+        "deletion", model, inputs, attributions, target, steps, baseline, order, batch, seed,
+        engine,
     )
 
 
@@ -186,6 +193,7 @@ def insertion_curve(
     order: str = "most_relevant_first",
     batch: int | None = None,
     seed: int = 0,
+    engine: str = "auto",
 ) -> pd.DataFrame:
     """The insertion curve: the target's probability as the most relevant pixels come back.
 
@@ -196,7 +204,7 @@ def insertion_curve(
     good.
 
     Args:
-        model, inputs, attributions, target, steps, order, batch, seed: as for
+        model, inputs, attributions, target, steps, order, batch, seed, engine: as for
             :func:`deletion_curve`.
         baseline: the canvas the pixels are inserted into; default ``"blur"``
             (:data:`INSERTION_BASELINE`, as in RISE).
@@ -210,7 +218,8 @@ def insertion_curve(
         0.61
     """
     return _curve(
-        "insertion", model, inputs, attributions, target, steps, baseline, order, batch, seed
+        "insertion", model, inputs, attributions, target, steps, baseline, order, batch, seed,
+        engine,
     )
 
 
@@ -225,6 +234,7 @@ def _curve(
     order: str,
     batch: int | None,
     seed: int,
+    engine: str,
 ) -> pd.DataFrame:
     net, bundle = _unpack(model)
     inputs = _check_images(inputs, bundle)
@@ -243,18 +253,25 @@ def _curve(
     with _restored(net):
         net.eval()
         targets = resolve_target(model, inputs, target)
-        size = batch or images_at_once(net, inputs)
+        size = batch or FORWARD_BATCH
         index = torch.as_tensor(targets)
+        forward = forward_only(net, inputs, engine)  # ONNX Runtime when installed
         with torch.inference_mode():
+            x = torch.empty(min(size, total), *inputs.shape[1:])  # one buffer for every pass
             for start in range(0, total, size):
-                # Row j of the flattened (step, image) grid: all pixels of one image at once.
+                # Rows start.. of the (image, step) grid: one perturbed image each. A pass
+                # holds consecutive steps of one or two images, written straight into x.
                 j = torch.arange(start, min(start + size, total))
-                step, image = j // n, j % n
-                shown = (ranks[image] < counts[step, None]).view(-1, 1, h, w)
-                x = torch.where(shown, below[image], above[image])
-                probs = net(x).softmax(dim=1)
+                image, step = j // (steps + 1), j % (steps + 1)
+                for i in image.unique().tolist():
+                    rows = (image == i).nonzero()[:, 0]
+                    first, last = int(rows[0]), int(rows[-1]) + 1
+                    shown = ranks[i] < counts[step[first:last], None]  # (rows, H*W)
+                    cond = shown.view(-1, 1, h, w)
+                    torch.where(cond, below[i], above[i], out=x[first:last])
+                probs = forward(x[: len(j)]).softmax(dim=1)
                 chunks.append(probs.gather(1, index[image, None])[:, 0])
-    scores = torch.cat(chunks).view(steps + 1, n).T.reshape(-1).clone()
+    scores = torch.cat(chunks)  # in (image, step) order, as the frame's rows
     return pd.DataFrame(
         {
             "image": np.repeat(np.arange(n), steps + 1),
@@ -481,7 +498,7 @@ def curves(
         images: ``N`` names of the photos, added as a ``photo`` column.
         target: fixed once on the original images for every method (as for
             :func:`deletion_curve`).
-        **kwargs: ``order``, ``batch``, ``seed`` of :func:`deletion_curve`.
+        **kwargs: ``order``, ``batch``, ``seed``, ``engine`` of :func:`deletion_curve`.
 
     Returns:
         A tidy frame: ``method``, (``photo``), ``image``, ``fraction``, ``score``,

@@ -196,6 +196,8 @@ def test_quick_run_times_notebook_08_curves_and_roar(quick_run):
         assert r["forwards"] == r["photos"] * (r["steps"] + 1) == 2 * 5
         assert r["helper_seconds"] > 0 and r["naive_seconds"] > 0
         assert r["max_abs_diff"] < 1e-5  # the same probabilities, batched or not
+        assert r["engine"] == "onnx" and r["export_seconds"] > 0  # photo-sized: ONNX Runtime
+        assert r["torch_seconds"] > 0 and r["max_abs_diff_torch"] < 1e-5  # either engine
     roar = res["roar"]
     assert roar["trainings"] == 1 * (1 + 2 * 1) and 0 < roar["maps_seconds"] <= roar["seconds"]
     assert roar["gradient_batched_seconds"] > 0 and roar["gradient_one_digit_seconds"] > 0
@@ -204,6 +206,7 @@ def test_quick_run_times_notebook_08_curves_and_roar(quick_run):
     assert any(n.startswith("notebook 08's ROAR, 3 trainings") for n in names)
     md = (out / "results.md").read_text()
     assert "## Deletion and insertion curves (notebook 08)" in md and "## ROAR" in md
+    assert "| helper in PyTorch, s |" in md
     shortcut = res["shortcut"]
     assert [r["kind"] for r in shortcut["runs"]] == ["control", "shortcut"]  # quick: 1 variant
     assert all(r["seconds"] > 0 for r in shortcut["runs"]) and shortcut["seconds"] > 0

@@ -485,3 +485,23 @@ def test_versus_reference_applies_the_stated_rule():
     assert sh.faithfulness.versus_reference(one).loc["good", "verdict"] == "not distinguishable"
     with pytest.raises(ValueError, match="random"):
         sh.faithfulness.versus_reference(_areas({"good": [0.1, 0.2]}))
+
+
+@pytest.mark.parametrize("kind", fa.KINDS)
+def test_a_pass_that_spans_two_images_scores_each_with_its_own_ranking(kind):
+    """Several images and batch sizes that cut through an image's steps: each image's curve
+    is the one it gets alone, with one image per pass."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
+    x = torch.randn(3, 2, 6, 6)
+    maps = torch.randn(3, 2, 6, 6)
+    run = fa.deletion_curve if kind == "deletion" else fa.insertion_curve
+    alone = pd.concat(
+        [run(net, x[i : i + 1], maps[i : i + 1], 1, steps=10, baseline=0.0, batch=1)
+         for i in range(3)],
+        ignore_index=True,
+    )  # fmt: skip
+    for batch in (1, 5, 7, 32):
+        together = run(net, x, maps, 1, steps=10, baseline=0.0, batch=batch)
+        assert together["image"].tolist() == [i for i in range(3) for _ in range(11)]
+        assert np.allclose(together["score"], alone["score"], atol=1e-6), batch

@@ -135,6 +135,16 @@ def test_roles_come_from_nbgrader_metadata():
     }
 
 
+def test_gradebooks_get_the_revision_that_alembic_reports():
+    """make_course hands nbgrader the schema revision read in-process (alembic_head) instead of
+    nbgrader's 4 s subprocess: it must be what that subprocess prints."""
+    from nbgrader.dbutil import _temp_alembic_ini
+
+    with assignments.scripts_on_process_path(), _temp_alembic_ini("sqlite:///x.db") as ini:
+        printed = subprocess.check_output(["alembic", "-c", ini, "heads"], text=True)
+    assert printed.split()[0] == assignments.alembic_head()
+
+
 def test_generate_is_nbgrader_generate_assignment():
     solution = _read(SOLUTION)
     nb = assignments.generate(SOLUTION)
