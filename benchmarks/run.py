@@ -307,7 +307,7 @@ def _curves(b: Any, cfg: Config) -> list[dict[str, Any]]:
     import torch
 
     import saliency_helpers as sh
-    from saliency_helpers import _inference, faithfulness
+    from saliency_helpers import faithfulness
 
     photos = sh.course_photos(sh.PHOTO_SET[: cfg.curve_photos])
     xs = torch.cat([b.preprocess(p) for p in photos.values()])
@@ -317,7 +317,7 @@ def _curves(b: Any, cfg: Config) -> list[dict[str, Any]]:
     steps = cfg.curve_steps
     counts = [round(i / steps * h * w) for i in range(steps + 1)]
     start = time.perf_counter()
-    forward = _inference.forward_only(b.model.eval(), xs)  # the export, once per network
+    forward = faithfulness.forward_only(b.model, xs)  # the export, once per network
     export_seconds = time.perf_counter() - start
     engine = "torch" if forward is b.model else "onnx"
     rows = []

@@ -28,7 +28,9 @@ model, not against a human's idea of the object (notebook 08).
   Captum's ``captum.metrics``. :func:`robustness`.
 
 Every function returns tidy data frames; the charts (:func:`curves_chart`,
-:func:`roar_chart`) are built from them in a separate step.
+:func:`roar_chart`) are built from them in a separate step. The curves' forward passes run
+through :func:`forward_only` (ONNX Runtime for photos when installed; ``engine="torch"``
+keeps them in PyTorch).
 
 Example:
     >>> b = sh.load_model()
@@ -52,7 +54,7 @@ import pandas as pd
 import torch
 
 from . import training
-from ._inference import FORWARD_BATCH, forward_only
+from ._inference import ENGINES, FORWARD_BATCH, forward_only
 from .attribution import (
     METHODS,
     _check_inputs,
@@ -69,6 +71,7 @@ from .training import TrainConfig
 __all__ = [
     "DELETION_BASELINE",
     "EARLY_FRACTIONS",
+    "ENGINES",
     "FORWARD_BATCH",
     "INSERTION_BASELINE",
     "KINDS",
@@ -83,6 +86,7 @@ __all__ = [
     "curves_chart",
     "deletion_curve",
     "edge_map",
+    "forward_only",
     "insertion_curve",
     "roar",
     "roar_chart",
