@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -35,7 +36,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -371,7 +372,7 @@ def _save_cache(
         os.replace(tmp, path)
     except OSError as err:
         warnings.warn(f"Could not write training cache {path} ({err}); continuing without it.",
-                      stacklevel=3)
+                      stacklevel=4)
 
 
 def _check_data(data: MnistSplit) -> None:
@@ -438,24 +439,66 @@ def train(
     )
 
     path = cache_dir() / f"smallcnn-{_cache_key(config, data)}.pt" if cache else None
-    if path is not None:
-        loaded = _load_cache(path, config)
-        if loaded is not None:
-            model, blob = loaded
-            final = blob["final"]
-            return TrainResult(
-                model=frozen(model),
-                history=pd.DataFrame(blob["history"]),
-                train_accuracy=float(final["train_accuracy"]),
-                val_accuracy=float(final["val_accuracy"]),
-                test_accuracy=float(final["test_accuracy"]),
-                seconds=float(blob.get("seconds", 0.0)),
-                from_cache=True,
-                config=config,
-                y_train=y_train,
-                cache_path=path,
-            )
+    with _recipe_lock(path, config, progress):
+        if path is not None:
+            loaded = _load_cache(path, config)
+            if loaded is not None:
+                model, blob = loaded
+                final = blob["final"]
+                return TrainResult(
+                    model=frozen(model),
+                    history=pd.DataFrame(blob["history"]),
+                    train_accuracy=float(final["train_accuracy"]),
+                    val_accuracy=float(final["val_accuracy"]),
+                    test_accuracy=float(final["test_accuracy"]),
+                    seconds=float(blob.get("seconds", 0.0)),
+                    from_cache=True,
+                    config=config,
+                    y_train=y_train,
+                    cache_path=path,
+                )
+        return _train_and_save(config, data, x_train, y_train, path, progress)
 
+
+@contextlib.contextmanager
+def _recipe_lock(path: Path | None, config: TrainConfig, progress: bool) -> Iterator[None]:
+    """Hold the recipe's lock file: two processes that want the same recipe at once (two
+    notebooks, or a lecture and its exercise being graded) train it once, the second one
+    waiting for the first one's cache file instead of training a copy beside it. The lock
+    (``filelock``, which torch installs) goes with its process if that process dies."""
+    if path is None:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path.with_suffix(".lock"))
+        lock.acquire(timeout=0)
+    except Timeout:  # (a TimeoutError, so an OSError: caught first)
+        if progress:
+            print(f"{config.labels} labels, seed {config.seed}: another process is training "
+                  "this recipe; waiting for its result", flush=True)
+        lock.acquire()
+    except OSError as err:  # a read-only cache: train without the lock, as without a cache
+        warnings.warn(f"Could not lock the training cache {path} ({err}).", stacklevel=4)
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _train_and_save(
+    config: TrainConfig,
+    data: MnistSplit,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    path: Path | None,
+    progress: bool,
+) -> TrainResult:
+    """Train ``config`` on ``(x_train, y_train)`` (see :func:`train`) and cache the result."""
     from tqdm.auto import tqdm  # imported lazily: tqdm.auto probes for Jupyter
 
     rows: dict[str, list] = {"epoch": [], "train_accuracy": [], "val_accuracy": [], "loss": []}
@@ -515,7 +558,7 @@ def train(
             f"Training on {config.labels} labels (seed {config.seed}) stopped after "
             f"{config.epochs} epochs without reaching {config.stop_on} >= "
             f"{config.target_accuracy}; raise `epochs`.",
-            stacklevel=2,
+            stacklevel=3,
         )
     if path is not None:
         _save_cache(path, model, rows, final, seconds)

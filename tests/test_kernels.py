@@ -81,3 +81,28 @@ def test_notebook_client_runs_a_widget_cell_with_sliced_channels():
     data = nb.cells[0].outputs[0]["data"]
     assert "application/vnd.jupyter.widget-view+json" in data
     nbformat.validate(nb)
+
+
+@pytest.mark.parametrize("mode", ["graceful", None])
+def test_the_kernel_is_stopped_at_once_after_the_last_cell(tmp_path, mode):
+    """A headless run does not wait for the kernel's own teardown (2-3 s once torch is
+    loaded): the kernel is stopped, so its exit handlers never run. nbclient's "graceful"
+    shutdown is the control: there they do."""
+    marker = tmp_path / "exit-handler-ran"
+    nb = new_notebook()
+    nb.cells = [new_code_cell(f"import atexit, pathlib\n"
+                              f"atexit.register(pathlib.Path({str(marker)!r}).touch)")]
+    options = {} if mode is None else {"shutdown_kernel": mode}
+    kernels.notebook_client(nb, timeout=60, kernel_name="python3", **options).execute()
+    deadline = time.monotonic() + 5
+    while mode == "graceful" and not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists() == (mode == "graceful")
+
+
+def test_the_grader_stops_kernels_at_once_too():
+    from traitlets.config import Config
+
+    from saliency_helpers.course.assignments import configure
+
+    assert configure(Config()).Execute.shutdown_kernel == kernels.SHUTDOWN == "immediate"

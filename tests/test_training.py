@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -327,3 +329,23 @@ def test_real_targets_true_vs_permuted(split):
     assert len(permuted_run.history) > 2 * len(true_run.history)
     # The history's running training accuracy never overstates the final exact one.
     assert permuted_run.history["train_accuracy"].iloc[-1] <= permuted_run.train_accuracy + 0.01
+
+
+def test_a_recipe_wanted_twice_at_once_is_trained_once(split, tmp_cache, capsys):
+    """Two callers that ask for one recipe at the same moment (two kernels, a lecture and its
+    graded exercise): one trains, the other waits for its cache file. Without the recipe's
+    lock both would train (both ``from_cache`` False)."""
+    config = TrainConfig(labels="true", **{**TINY, "n_train": 2000})
+    start = threading.Barrier(2)
+
+    def one(_):
+        start.wait()
+        return train(config, split, progress=True)
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(one, range(2)))
+    assert sorted(r.from_cache for r in runs) == [False, True]
+    assert runs[0].cache_path == runs[1].cache_path and runs[0].cache_path.is_file()
+    for a, b in zip(runs[0].model.parameters(), runs[1].model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert "another process is training this recipe" in capsys.readouterr().out

@@ -46,7 +46,7 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
-from .common import course_folder
+from .common import SHUTDOWN, course_folder
 
 __all__ = [
     "ANSWER_PLACEHOLDER",
@@ -269,6 +269,7 @@ def configure(config: Any, *, timeout: int = 600) -> Any:
     config.ClearSolutions.code_stub = {"python": CODE_STUB}
     config.ClearSolutions.text_stub = ANSWER_PLACEHOLDER
     config.Execute.timeout = timeout
+    config.Execute.shutdown_kernel = SHUTDOWN  # no wait for the kernel's teardown (common.py)
     config.Execute.skip_cells_with_tag = NEVER_SKIP_TAG
     config.OverwriteCells.add_missing_cells = True
     checks = "saliency_helpers.course.nbgrader_checks"

@@ -27,6 +27,8 @@ from nbclient import NotebookClient
 from nbformat import NotebookNode
 from traitlets import DottedObjectName, Type
 
+from .common import SHUTDOWN
+
 POLL_SLICE = 0.5  # seconds: the longest a missed wake-up can delay a message
 
 
@@ -66,14 +68,17 @@ class SlicedPollKernelManager(AsyncKernelManager):
     client_factory = Type(SlicedPollClient)
 
 
+
 def notebook_client(nb: NotebookNode, **options: Any) -> NotebookClient:
     """An ``nbclient.NotebookClient`` for ``nb`` whose kernels use the sliced waits.
 
     Args:
         nb: The notebook to execute (changed in place, as nbclient does).
-        **options: Any ``NotebookClient`` option (timeout, kernel_name, allow_errors, ...).
+        **options: Any ``NotebookClient`` option (timeout, kernel_name, allow_errors, ...);
+            ``shutdown_kernel`` defaults to :data:`SHUTDOWN`.
 
     Returns:
         The client; use it exactly as nbclient's.
     """
+    options.setdefault("shutdown_kernel", SHUTDOWN)
     return NotebookClient(nb, kernel_manager_class=SlicedPollKernelManager, **options)
