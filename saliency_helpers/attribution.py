@@ -279,6 +279,11 @@ def attribute(
         >>> sh.attribute("integrated_gradients", b, x, baselines="black").shape
         torch.Size([1, 3, 224, 224])
     """
+    if not isinstance(method, str):
+        raise TypeError(
+            f"method must be a method's name such as 'gradient', got a {type(method).__name__}: "
+            "the order is sh.attribute(method, model, inputs, target)."
+        )
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {sorted(METHODS)}.")
     net, bundle = _unpack(model)

@@ -263,6 +263,8 @@ def test_targets_by_default_name_list_and_errors(lite, corella):
         sh.attribute("gradient", lite, corella, target="corella")
     with pytest.raises(ValueError, match="Unknown method"):
         sh.attribute("saliency", lite, corella)
+    with pytest.raises(TypeError, match=r"the order is sh.attribute\(method, model"):
+        sh.attribute(lite, corella, 89, "gradient")  # arguments in the wrong order
     with pytest.raises(ValueError, match="unsqueeze"):
         sh.attribute("gradient", lite, corella[0])
     with pytest.raises(TypeError, match="preprocess"):
