@@ -319,9 +319,15 @@ def test_format_summary_of_a_partial_run(tmp_path):
         12.5,
         3,
         3,
-        summary={"ig_completeness_error": {"error": 0.0123, "n_steps": 128, "baseline": "black"}},
+        summary={
+            "ig_completeness_error": {"error": 0.0123, "n_steps": 128, "baseline": "black"},
+            "cascade_verdicts": {"gradient": "passes", "grad_cam": "inconclusive", "ixg": "passes"},
+            "a_recorded_key_longer_than_the_label_column": 7,
+        },
     )
     text = run.format_summary(run.CourseResult([toy], 13.0, quick=True))
+    assert "cascade verdicts        passes: gradient, ixg; inconclusive: grad_cam" in text
+    assert "a_recorded_key_longer_than_the_label_column 7" in text  # never glued to its value
     assert "IG completeness error   1.23% (black baseline, 128 steps" in text
     assert "(from notebook 00, not run)" in text and "quick" in text
     assert "03_ig" in text and "12.5 s" in text and "13.0 s" in text

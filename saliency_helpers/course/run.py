@@ -545,9 +545,25 @@ _LABEL = 24
 
 
 def _row(label: str, text: str, width: int = 100) -> list[str]:
+    first = f"{label:<{_LABEL - 1}} "  # a label too long for the column still ends in a space
     return textwrap.wrap(
-        text, width=width, initial_indent=f"{label:<{_LABEL}}", subsequent_indent=" " * _LABEL
+        text, width=width, initial_indent=first, subsequent_indent=" " * _LABEL
     ) or [label]
+
+
+#: Recorded keys shown with a readable label; other keys are shown under their own name.
+_OTHER_LABELS = {
+    "cascade_verdicts": "cascade verdicts",
+    "data_randomization_verdicts": "permuted-label verdicts",
+}
+
+
+def _by_verdict(verdicts: dict) -> str:
+    """'passes: a, b; fails: c' from {method: verdict}, verdicts in their first-seen order."""
+    groups: dict[str, list[str]] = {}
+    for method, verdict in verdicts.items():
+        groups.setdefault(str(verdict), []).append(str(method))
+    return "; ".join(f"{verdict}: {', '.join(methods)}" for verdict, methods in groups.items())
 
 
 def _pct(value: Any) -> str:
@@ -594,6 +610,8 @@ def _describe(key: str, value: Any) -> str:
             f"{localises.count('localises')} of {len(localises)}; differ on clean sevens: "
             f"{clean.count('differs')} of {len(clean)}"
         )
+    if key in _OTHER_LABELS and isinstance(value, dict):
+        return _by_verdict(value)
     return str(value)
 
 
@@ -642,7 +660,7 @@ def format_summary(result: CourseResult) -> str:
         lines.append(f"model randomization table: ({where})")
     others = {k: v for k, v in values.items() if k not in _SOURCES}
     for key, value in others.items():
-        lines += _row(key, _describe(key, value))
+        lines += _row(_OTHER_LABELS.get(key, key), _describe(key, value))
     lines += ["", "wall time"]
     for run in result.runs:
         state = "" if run.ok else ("  FAILED" if run.failure else "  figure problems")
