@@ -88,6 +88,7 @@ __all__ = [
     "edge_map",
     "forward_only",
     "insertion_curve",
+    "random_ranking",
     "roar",
     "roar_chart",
     "roar_drop",
@@ -573,6 +574,44 @@ def edge_map(inputs: torch.Tensor, model: Any = None) -> torch.Tensor:
     rgb = inputs.detach().cpu().float().expand(n, 3, h, w)
     edges = torch.stack([sobel_edges(rgb[i : i + 1], model) for i in range(n)])
     return edges[:, None].expand(n, c, h, w).contiguous()
+
+
+def random_ranking(inputs: torch.Tensor, block: int = 1, seed: int = 0) -> torch.Tensor:
+    """A random ranking of squares of ``block`` × ``block`` pixels: a reference of a given grain.
+
+    ``"random"`` ranks single pixels, so its deletion curve removes scattered pixels. A map
+    whose values come in squares (occlusion's window steps, Grad-CAM's feature cells)
+    removes whole regions at a time instead, and the curves depend on that grain as well as
+    on which regions come first. A random ranking of squares of the same size is the
+    reference that differs from such a map only in *which* squares it ranks highest. Pixels
+    inside a square follow each other in a random order; edge squares are cut to the image.
+
+    Args:
+        inputs: ``(N, C, H, W)`` images (only the shape is used).
+        block: the side of a square in pixels (1: single pixels, like ``"random"``).
+        seed: seeds the ranking, so the same call gives the same ranking.
+
+    Returns:
+        ``(N, 1, H, W)``: a map to pass wherever a method's map goes (``curves``,
+        ``deletion_curve``); higher values are removed first.
+
+    Example:
+        >>> maps["random 32 px"] = random_ranking(xs, block=32)
+    """
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs)
+        raise ValueError(f"inputs must be images shaped (N, C, H, W), got {shape}.")
+    n, _, h, w = inputs.shape
+    if isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= max(h, w):
+        raise ValueError(
+            f"block must be a whole number of pixels from 1 to {max(h, w)}, got {block!r}."
+        )
+    generator = torch.Generator().manual_seed(int(seed))
+    rows, cols = -(-h // block), -(-w // block)
+    squares = torch.rand((n, 1, rows * cols), generator=generator).argsort(dim=-1).argsort(dim=-1)
+    place = squares.view(n, 1, rows, cols).float()  # each square's place: 0 ... rows*cols - 1
+    place = place.repeat_interleave(block, dim=2).repeat_interleave(block, dim=3)[..., :h, :w]
+    return place + torch.rand((n, 1, h, w), generator=generator)  # random order inside a square
 
 
 # ---------------------------------------------------------------------------

@@ -150,6 +150,30 @@ def test_random_ranking_is_seeded():
     assert sorted(a["image"].unique()) == [0, 1]
 
 
+def test_random_ranking_of_squares_removes_one_whole_square_after_another():
+    x = torch.zeros(2, 3, 10, 7)  # 10 x 7 pixels in squares of 4: 3 x 2 squares, edges cut
+    r = fa.random_ranking(x, block=4, seed=0)
+    assert r.shape == (2, 1, 10, 7)
+    assert torch.equal(r, fa.random_ranking(x, block=4, seed=0))
+    assert not torch.equal(r, fa.random_ranking(x, block=4, seed=1))
+    square = (torch.arange(10)[:, None] // 4) * 2 + torch.arange(7)[None, :] // 4
+    orders = []
+    for image in range(2):
+        order = r[image, 0].flatten().argsort(descending=True)
+        squares_in_order = square.flatten()[order]
+        assert (squares_in_order.diff() != 0).sum() == 6 - 1  # each square's pixels in one run
+        assert sorted(squares_in_order.unique_consecutive().tolist()) == list(range(6))
+        orders.append(squares_in_order.unique_consecutive().tolist())
+    assert orders[0] != orders[1]  # each image has its own order of squares
+    single = fa.random_ranking(x, block=1)
+    assert all(single[i].unique().numel() == 70 for i in range(2))  # block 1: pixels apart
+    for bad in (0, 2.5, True, 11):
+        with pytest.raises(ValueError, match="block must be a whole number of pixels from 1 to 10"):
+            fa.random_ranking(x, block=bad)
+    with pytest.raises(ValueError, match=r"shaped \(N, C, H, W\)"):
+        fa.random_ranking(x[0], block=2)
+
+
 # ---------------------------------------------------------------------------- auc
 
 
