@@ -103,6 +103,8 @@ def test_committed_notebooks_have_no_outputs():
     for nb_path in ROOT.glob("*/*.ipynb"):
         nb = json.loads(nb_path.read_text())
         for cell in nb["cells"]:
+            # nbformat 4.5 cells carry an id (missing ones are a warning now, an error later)
+            assert cell.get("id"), f"{nb_path.name}: a cell has no id; run nbformat's normalize()"
             if cell["cell_type"] == "code":
                 assert not cell.get("outputs"), f"{nb_path.name} is committed with outputs"
                 assert cell.get("execution_count") is None, nb_path.name
